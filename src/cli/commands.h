@@ -23,6 +23,7 @@ struct Command {
 
 Status cmd_inspect(RankContext& ctx, const std::vector<std::string>& args);
 Status cmd_synth(RankContext& ctx, const std::vector<std::string>& args);
+Status cmd_quantize(RankContext& ctx, const std::vector<std::string>& args);
 
 std::span<const Command> commands();
 

@@ -16,6 +16,7 @@ namespace expertmesh::cli {
 std::span<const Command> commands() {
   static const Command kCommands[] = {
       {"inspect", "print a GGUF file's metadata, tensors and a size summary (gguf-dump)", cmd_inspect},
+      {"quantize", "quantize a GGUF model (llama-quantize compatible flags)", cmd_quantize},
       {"synth", "write a seeded random model (llama, qwen3, qwen3moe) for tests and demos", cmd_synth},
   };
   return kCommands;

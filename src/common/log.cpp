@@ -25,7 +25,6 @@ Logger::Logger(int rank, int world, std::string host, LogLevel level)
 void Logger::write(LogLevel l, const std::string& msg) const {
   static constexpr char kTag[] = {'D', 'I', 'W', 'E', 'Q'};
   std::string line = fmt::format("{} {} {}\n", prefix_, kTag[static_cast<int>(l)], msg);
-  std::lock_guard<std::mutex> lock(mu_);
   std::fwrite(line.data(), 1, line.size(), stderr);
   std::fflush(stderr);
 }

@@ -2,11 +2,11 @@
 // merged with sort/grep. The Logger is owned by the RankContext (no global logger state); free
 // functions below take it explicitly.
 //
-// Thread-safety: Logger::write is safe to call from any thread (one fwrite per line under a mutex).
+// Thread-safety: Logger::write is safe to call from any thread: each line is formatted first and
+// written with one fwrite, which stdio performs under the stream's own lock.
 #pragma once
 
 #include <cstdio>
-#include <mutex>
 #include <string>
 
 #include <fmt/format.h>
@@ -45,7 +45,6 @@ class Logger {
   }
   std::string prefix_ = "[rank 0/localhost]";
   LogLevel level_ = LogLevel::kInfo;
-  mutable std::mutex mu_;
 };
 
 }  // namespace expertmesh

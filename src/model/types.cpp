@@ -16,7 +16,7 @@ using T = GgmlType;
 // Sizes from ik_llama.cpp's type_traits[] (ggml.c) and ggml-common.h block structs; see
 // ../shared/reference/ik_llama_inventory.md §1. Columns: type, name, upper, blck, bytes, meta,
 // interleave, family, quantized, base.
-constexpr std::array<TypeTraits, 95> kTypes = {{
+constexpr std::array<TypeTraits, kNumDefinedTypes> kTypes = {{
     {T::F32, "f32", "F32", 1, 4, 0, 1, F::kFloat, false, T::F32},
     {T::F16, "f16", "F16", 1, 2, 0, 1, F::kFloat, false, T::F16},
     {T::Q4_0, "q4_0", "Q4_0", 32, 18, 0, 1, F::kLegacy, true, T::Q4_0},
@@ -146,7 +146,7 @@ const TypeTraits* type_traits(int32_t id) {
   return i < 0 ? nullptr : &kTypes[static_cast<size_t>(i)];
 }
 
-const std::array<TypeTraits, 95>& all_type_traits() { return kTypes; }
+const std::array<TypeTraits, kNumDefinedTypes>& all_type_traits() { return kTypes; }
 
 Result<GgmlType> parse_type_name(std::string_view s) {
   for (const auto& t : kTypes)

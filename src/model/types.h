@@ -77,8 +77,11 @@ struct TypeTraits {
 const TypeTraits* type_traits(int32_t id);
 inline const TypeTraits* type_traits(GgmlType t) { return type_traits(static_cast<int32_t>(t)); }
 
+// Number of ids ik_llama.cpp defines (rows of the trait table).
+inline constexpr size_t kNumDefinedTypes = 92;
+
 // All defined types in id order.
-const std::array<TypeTraits, 95>& all_type_traits();
+const std::array<TypeTraits, kNumDefinedTypes>& all_type_traits();
 
 // Parses a type name as users type it: ggml's names ("q4_K", "iq4_ks") and upper-case names
 // ("Q4_K", "IQ4_KS"), case-insensitively; also accepts a numeric id. Error names the input.

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Quick start: installs the Debian packages expertmesh needs (or prints the apt command when not
+# root), builds build/bin/expertmesh, writes a small random qwen3moe model and runs it on 2 MPI
+# ranks on this machine. Runnable from any directory.
+#
+#   ./launch/quickstart.sh
+#
+# Environment: EXPERTMESH_CUDA=AUTO|ON|OFF (default AUTO), EXPERTMESH_CMAKE_ARGS, EXPERTMESH_JOBS
+# (see launch/lib.sh); EXPERTMESH_QUICKSTART_DIR: where the demo model goes (default build/quickstart).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=launch/lib.sh
+source launch/lib.sh
+
+em_install_deps
+em_build_main expertmesh
+
+EM=build/bin/expertmesh
+OUT="${EXPERTMESH_QUICKSTART_DIR:-build/quickstart}"
+MODEL="$OUT/qwen3moe-tiny-f16.gguf"
+mkdir -p "$OUT"
+em_mpirun_init
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# ---- 1. a small random MoE model ---------------------------------------------------------------
+# qwen3moe: 2 layers, n_embd 256, 4 query heads / 2 KV heads of 64, 8 routed experts (top-2) of
+# width 256, the built-in byte-level vocabulary of 512 tokens, F16 weights. Same seed, same bytes.
+step "expertmesh synth -> $MODEL"
+"$EM" synth --arch qwen3moe --layers 2 --embd 256 --heads 4 --kv-heads 2 --head-dim 64 \
+  --experts 8 --top-k 2 --ff-exp 256 --vocab-size 512 --dtype f16 --seed 42 -o "$MODEL"
+
+# ---- 2. inspect it on 2 ranks ------------------------------------------------------------------
+# Every subcommand runs the same way on 1 rank or N ranks (all ranks in lockstep).
+step "mpirun -np 2 expertmesh inspect $MODEL"
+"${EM_MPIRUN[@]}" -np 2 "$EM" inspect "$MODEL"
+
+# ---- 3. quantize on 2 ranks (when `quantize` lands) --------------------------------------------
+# Rank 0 plans every tensor's type and offset; tensors are dealt to ranks by bytes x cost.
+#   "${EM_MPIRUN[@]}" -np 2 "$EM" quantize "$MODEL" "$OUT/qwen3moe-tiny-IQ4_KS.gguf" IQ4_KS
+
+# ---- 4. generate text on 2 ranks (when `run` lands) --------------------------------------------
+#   "${EM_MPIRUN[@]}" -np 2 "$EM" run -m "$OUT/qwen3moe-tiny-IQ4_KS.gguf" -p "Once upon a time" -n 32 --temp 0
+
+# ---- 5. perplexity on 2 ranks (when `perplexity` lands) ----------------------------------------
+#   "${EM_MPIRUN[@]}" -np 2 "$EM" perplexity -m "$OUT/qwen3moe-tiny-IQ4_KS.gguf" -f ../shared/golden/data/wiki.test.raw -c 128 --chunks 4
+
+step "quick start done: binary $EM, model $MODEL"
+echo "next: ./launch/test.sh runs the test suite"
