@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <future>
 #include <random>
 #include <thread>
 
@@ -291,20 +292,47 @@ uint64_t fnv1a64(std::string_view s) {
   return h;
 }
 
+// xoshiro256** (Blackman & Vigna): the bulk generator, ~6x faster than std::mt19937_64, which
+// only seeds it. Deterministic across platforms (pure 64-bit integer arithmetic).
+class Xoshiro256 {
+ public:
+  explicit Xoshiro256(std::mt19937_64& seeder) {
+    for (auto& w : s_) w = seeder();
+    if ((s_[0] | s_[1] | s_[2] | s_[3]) == 0) s_[0] = 1;  // the all-zero state is a fixed point
+  }
+  uint64_t operator()() {
+    const uint64_t r = rotl(s_[1] * 5, 7) * 9;
+    const uint64_t t = s_[1] << 17;
+    s_[2] ^= s_[0];
+    s_[3] ^= s_[1];
+    s_[1] ^= s_[2];
+    s_[0] ^= s_[3];
+    s_[2] ^= t;
+    s_[3] = rotl(s_[3], 45);
+    return r;
+  }
+
+ private:
+  static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+  uint64_t s_[4];
+};
+
 // Approximately standard normal from 64 random bits: the Irwin–Hall sum of four 16-bit uniforms,
-// centred and scaled to unit variance. Bounded at ±sqrt(12) ≈ 3.46.
+// centred and scaled to unit variance. Bounded at ±sqrt(12) ≈ 3.46. Exact in float: the centred
+// sum is an integer below 2^18.
 inline float irwin_hall4(uint64_t r) {
-  const uint64_t s = (r & 0xFFFF) + ((r >> 16) & 0xFFFF) + ((r >> 32) & 0xFFFF) + (r >> 48);
-  constexpr double kMean = 2.0 * 65535.0;
-  constexpr double kInvSd = 1.7320508075688772 / 65536.0;  // 1 / sqrt(4 * (65536^2 - 1) / 12) ≈ sqrt(3) / 65536
-  return static_cast<float>((static_cast<double>(s) - kMean) * kInvSd);
+  const int32_t s = static_cast<int32_t>((r & 0xFFFF) + ((r >> 16) & 0xFFFF) + ((r >> 32) & 0xFFFF) + (r >> 48));
+  constexpr int32_t kMean = 2 * 65535;                      // 4 * 65535 / 2
+  constexpr float kInvSd = 1.7320508075688772f / 65536.0f;  // sd = sqrt(4 * (65536^2 - 1) / 12) ≈ 65536 / sqrt(3)
+  return static_cast<float>(s - kMean) * kInvSd;
 }
 
 // Generates elements [chunk*kChunkElems, ...) of `spec` into `out` (the tensor's buffer).
 void generate_chunk(const TensorSpec& spec, uint64_t seed, int64_t chunk, uint8_t* out) {
   const int64_t n = spec.n_elements();
   const int64_t begin = chunk * kChunkElems, end = std::min(n, begin + kChunkElems);
-  std::mt19937_64 rng(splitmix64(splitmix64(seed) ^ fnv1a64(spec.name)) ^ splitmix64(static_cast<uint64_t>(chunk)));
+  std::mt19937_64 seeder(splitmix64(splitmix64(seed) ^ fnv1a64(spec.name)) ^ splitmix64(static_cast<uint64_t>(chunk)));
+  Xoshiro256 rng(seeder);
   float scale = 0, bias = 0;
   if (spec.init == Init::kNorm) {
     scale = static_cast<float>(kNormNoise);
@@ -499,12 +527,28 @@ Result<Summary> write_model(const Options& o, const std::string& path, int n_thr
     EM_ASSIGN_OR_RETURN(wt.nbytes, tensor_nbytes(t.type, t.ne));
     EM_RETURN_IF_ERROR(w.add_tensor(wt));
   }
-  // Tensors are generated one at a time as the writer asks for them (chunks in parallel), so
-  // memory stays at one tensor whatever the model size.
+  // Tensors are generated as the writer asks for them (chunks in parallel), one tensor ahead of
+  // the writer: tensor i+1 is generated while tensor i is written. Memory: two tensors.
+  auto generate = [&](size_t index) {
+    std::vector<uint8_t> buf(static_cast<size_t>(w.tensors()[index].nbytes));
+    generate_tensor(plan.tensors[index], o.seed, buf.data(), n_threads);
+    return buf;
+  };
+  std::future<std::vector<uint8_t>> ahead;
+  size_t ahead_index = 0;
   auto source = [&](size_t index, std::vector<uint8_t>* out) -> Status {
     if (index >= plan.tensors.size()) return Status::Internal(fmt::format("synth: tensor index {} out of range", index));
-    out->resize(static_cast<size_t>(w.tensors()[index].nbytes));
-    generate_tensor(plan.tensors[index], o.seed, out->data(), n_threads);
+    if (ahead.valid() && ahead_index == index) {
+      *out = ahead.get();
+    } else {
+      if (ahead.valid()) ahead.wait();  // out of order: drop the prefetch
+      ahead = {};
+      *out = generate(index);
+    }
+    if (index + 1 < plan.tensors.size()) {
+      ahead_index = index + 1;
+      ahead = std::async(std::launch::async, generate, index + 1);
+    }
     return Status::Ok();
   };
   EM_ASSIGN_OR_RETURN(auto paths, w.write_streaming(path, split, source));

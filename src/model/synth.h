@@ -6,9 +6,10 @@
 // builder functions; nothing else switches on the arch name.
 //
 // Determinism: every tensor's bytes depend only on (seed, tensor name, shape, dtype). Each tensor
-// is generated in fixed chunks of kChunkElems elements, each chunk from a std::mt19937_64 seeded
-// by (seed, hash(name), chunk index), so the output does not depend on the thread count, and
-// adding or removing a tensor does not change any other tensor.
+// is generated in fixed chunks of kChunkElems elements, each chunk from its own stream: a
+// std::mt19937_64 seeded by (seed, hash(name), chunk index) seeds a xoshiro256** that draws the
+// values (6x faster than drawing from the mt19937_64 itself). So the output does not depend on
+// the thread count, and adding or removing a tensor does not change any other tensor.
 //
 // Weights are approximately normal (Irwin–Hall sum of four 16-bit uniforms, bounded at ±3.46σ)
 // with std gain/sqrt(fan_in), so a forward pass keeps activations O(1); norm weights are

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <map>
 
@@ -194,6 +195,74 @@ TEST(QuantizePlan, RowSizeFallbacks) {
   EXPECT_EQ(row_size_fallback(GgmlType::Q8_0, 172), GgmlType::F16);
   EXPECT_EQ(row_size_fallback(GgmlType::IQ4_KS, 172), GgmlType::F16);
 }
+
+}  // namespace
+}  // namespace expertmesh
+
+namespace expertmesh {
+namespace {
+
+// The whole file, not just tensors: `expertmesh quantize` run the way the peer's files were made
+// (from the golden folder, relative paths) writes the same bytes as llama-quantize — KV order,
+// imatrix keys, file type, alignment, tensor data. Covers every non-interleaved type whose golden
+// file exists.
+struct WholeFileCase {
+  std::string type;
+  std::string variant;
+};
+
+std::vector<WholeFileCase> whole_file_cases() {
+  std::vector<WholeFileCase> out;
+  for (const auto& p : testing::golden_files("types", R"(zoo-.*-(plain|imat)\.gguf)")) {
+    std::string n = p.filename().string();  // zoo-T-variant.gguf
+    size_t dash = n.rfind('-');
+    std::string type = n.substr(4, dash - 4), variant = n.substr(dash + 1, n.size() - dash - 6);
+    auto t = parse_type_name(type);
+    if (!t.ok() || type_traits(*t)->interleave > 1) continue;
+    out.push_back({type, variant});
+  }
+  return out;
+}
+
+class QuantizeWholeFile : public ::testing::TestWithParam<WholeFileCase> {};
+
+TEST_P(QuantizeWholeFile, BytesEqualThePeersFile) {
+  EM_REQUIRE_GOLDEN();
+  const WholeFileCase& c = GetParam();
+  const fs::path dir = testing::temp_dir("wholefile-" + c.type + "-" + c.variant);
+  const fs::path out = dir / "out.gguf";
+  // Types the peer only makes with an imatrix got q8_0 embeddings/output (golden README).
+  const bool imat_only = !fs::exists(golden_dir() / "types" / fmt::format("zoo-{}-plain.gguf", c.type));
+  std::string cmd = fmt::format("cd '{}' && '{}' quantize --pure {} {} models/zoo-src-f32.gguf '{}' {} 2", golden_dir().string(),
+                                testing::expertmesh_binary().string(),
+                                c.variant == "imat" ? "--imatrix imatrix/zoo.imatrix.dat" : "",
+                                imat_only ? "--token-embedding-type q8_0 --output-tensor-type q8_0" : "", out.string(),
+                                c.type);
+  std::string log;
+  ASSERT_EQ(testing::run_command(cmd, &log), 0) << cmd << "\n" << log;
+  auto ours = gguf::File::open(out.string());
+  auto peer = gguf::File::open((golden_dir() / "types" / fmt::format("zoo-{}-{}.gguf", c.type, c.variant)).string());
+  ASSERT_TRUE(ours.ok() && peer.ok());
+  ASSERT_EQ((*ours)->shard_size(0), (*peer)->shard_size(0)) << c.type << " " << c.variant;
+  // Name the first differing tensor (or the header) for a useful failure.
+  if (std::memcmp((*ours)->shard_data(0), (*peer)->shard_data(0), (*ours)->shard_size(0)) != 0) {
+    EXPECT_EQ(0, std::memcmp((*ours)->shard_data(0), (*peer)->shard_data(0), (*ours)->data_offset(0)))
+        << "headers differ";
+    for (const auto& t : (*peer)->tensors()) {
+      const gguf::TensorInfo* o = (*ours)->find_tensor(t.name);
+      ASSERT_NE(o, nullptr) << t.name;
+      EXPECT_EQ(0, std::memcmp(o->data, t.data, static_cast<size_t>(t.nbytes))) << c.type << " " << c.variant << " "
+                                                                                 << t.name << " differs";
+    }
+  }
+  fs::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Golden, QuantizeWholeFile, ::testing::ValuesIn(whole_file_cases()),
+                         [](const ::testing::TestParamInfo<WholeFileCase>& i) {
+                           return i.param.type + "_" + i.param.variant;
+                         });
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(QuantizeWholeFile);
 
 }  // namespace
 }  // namespace expertmesh

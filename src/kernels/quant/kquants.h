@@ -10,7 +10,7 @@
 // every other product is rounded on its own. The code using this header must therefore be
 // compiled without FP contraction: GCC contracts even in ISO C++ mode once the target has FMA
 // (-march=native), clang contracts within expressions by default; the pragmas below turn both
-// off for everything after this include (include it last).
+// off for every function defined after this include.
 #pragma once
 
 #include <cmath>
