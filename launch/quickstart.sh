@@ -22,6 +22,10 @@ mkdir -p "$OUT"
 em_mpirun_init
 
 step() { printf '\n==> %s\n' "$*"; }
+# has_cmd NAME: whether this build of expertmesh has subcommand NAME (later steps use commands
+# that land over time; a missing one is reported and skipped, never silently).
+HELP="$("$EM" --help)"
+has_cmd() { grep -qE "^  $1 " <<<"$HELP"; }
 
 # ---- 1. a small random MoE model ---------------------------------------------------------------
 # qwen3moe: 2 layers, n_embd 256, 4 query heads / 2 KV heads of 64, 8 routed experts (top-2) of
@@ -35,15 +39,24 @@ step "expertmesh synth -> $MODEL"
 step "mpirun -np 2 expertmesh inspect $MODEL"
 "${EM_MPIRUN[@]}" -np 2 "$EM" inspect "$MODEL"
 
-# ---- 3. quantize on 2 ranks (when `quantize` lands) --------------------------------------------
-# Rank 0 plans every tensor's type and offset; tensors are dealt to ranks by bytes x cost.
-#   "${EM_MPIRUN[@]}" -np 2 "$EM" quantize "$MODEL" "$OUT/qwen3moe-tiny-IQ4_KS.gguf" IQ4_KS
+# ---- 3. quantize on 2 ranks --------------------------------------------------------------------
+# Rank 0 plans every tensor's type and offset; tensors are dealt to ranks by bytes x cost and each
+# rank writes its own. --pure: every quantizable tensor becomes IQ4_KS (ik_llama.cpp's type).
+QMODEL="$OUT/qwen3moe-tiny-IQ4_KS.gguf"
+if has_cmd quantize; then
+  step "mpirun -np 2 expertmesh quantize --pure $MODEL $QMODEL IQ4_KS"
+  "${EM_MPIRUN[@]}" -np 2 "$EM" quantize --pure "$MODEL" "$QMODEL" IQ4_KS
+  step "expertmesh inspect --no-tensors $QMODEL"
+  "$EM" inspect --no-tensors "$QMODEL"
+else
+  step "skipped: this build has no 'quantize' subcommand yet"
+fi
 
-# ---- 4. generate text on 2 ranks (when `run` lands) --------------------------------------------
-#   "${EM_MPIRUN[@]}" -np 2 "$EM" run -m "$OUT/qwen3moe-tiny-IQ4_KS.gguf" -p "Once upon a time" -n 32 --temp 0
+# ---- 4. generate text on 2 ranks (to enable when `run` lands) ----------------------------------
+#   "${EM_MPIRUN[@]}" -np 2 "$EM" run -m "$QMODEL" -p "Once upon a time" -n 32 --temp 0
 
-# ---- 5. perplexity on 2 ranks (when `perplexity` lands) ----------------------------------------
-#   "${EM_MPIRUN[@]}" -np 2 "$EM" perplexity -m "$OUT/qwen3moe-tiny-IQ4_KS.gguf" -f ../shared/golden/data/wiki.test.raw -c 128 --chunks 4
+# ---- 5. perplexity on 2 ranks (to enable when `perplexity` lands) ------------------------------
+#   "${EM_MPIRUN[@]}" -np 2 "$EM" perplexity -m "$QMODEL" -f ../shared/golden/data/wiki.test.raw -c 128 --chunks 4
 
 step "quick start done: binary $EM, model $MODEL"
 echo "next: ./launch/test.sh runs the test suite"

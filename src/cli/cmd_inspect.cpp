@@ -30,7 +30,7 @@ namespace {
 
 using gguf::Value;
 using gguf::ValueType;
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;  // metadata keys in file order, as gguf-dump
 
 struct InspectOptions {
   std::string path;

@@ -23,7 +23,9 @@ struct Command {
 
 Status cmd_inspect(RankContext& ctx, const std::vector<std::string>& args);
 Status cmd_synth(RankContext& ctx, const std::vector<std::string>& args);
+Status cmd_convert(RankContext& ctx, const std::vector<std::string>& args);
 Status cmd_quantize(RankContext& ctx, const std::vector<std::string>& args);
+Status cmd_perplexity(RankContext& ctx, const std::vector<std::string>& args);
 
 std::span<const Command> commands();
 

@@ -6,7 +6,6 @@
 #include <atomic>
 #include <cctype>
 #include <cmath>
-#include <cstring>
 #include <filesystem>
 #include <future>
 #include <random>
@@ -528,26 +527,30 @@ Result<Summary> write_model(const Options& o, const std::string& path, int n_thr
     EM_RETURN_IF_ERROR(w.add_tensor(wt));
   }
   // Tensors are generated as the writer asks for them (chunks in parallel), one tensor ahead of
-  // the writer: tensor i+1 is generated while tensor i is written. Memory: two tensors.
-  auto generate = [&](size_t index) {
-    std::vector<uint8_t> buf(static_cast<size_t>(w.tensors()[index].nbytes));
+  // the writer: tensor i+1 is generated while tensor i is written. Two buffers take turns (the
+  // writer's and ours are swapped), so memory is two tensors and pages are reused.
+  auto generate = [&](size_t index, std::vector<uint8_t> buf) {
+    buf.resize(static_cast<size_t>(w.tensors()[index].nbytes));
     generate_tensor(plan.tensors[index], o.seed, buf.data(), n_threads);
     return buf;
   };
+  std::vector<uint8_t> spare;
   std::future<std::vector<uint8_t>> ahead;
   size_t ahead_index = 0;
   auto source = [&](size_t index, std::vector<uint8_t>* out) -> Status {
     if (index >= plan.tensors.size()) return Status::Internal(fmt::format("synth: tensor index {} out of range", index));
+    std::vector<uint8_t> buf;
     if (ahead.valid() && ahead_index == index) {
-      *out = ahead.get();
+      buf = ahead.get();
     } else {
-      if (ahead.valid()) ahead.wait();  // out of order: drop the prefetch
-      ahead = {};
-      *out = generate(index);
+      if (ahead.valid()) ahead.get();  // out of order (never, with gguf::Writer): drop the prefetch
+      buf = generate(index, std::move(spare));
     }
+    out->swap(buf);
+    spare = std::move(buf);  // the writer's previous buffer
     if (index + 1 < plan.tensors.size()) {
       ahead_index = index + 1;
-      ahead = std::async(std::launch::async, generate, index + 1);
+      ahead = std::async(std::launch::async, generate, index + 1, std::move(spare));
     }
     return Status::Ok();
   };

@@ -5,6 +5,7 @@
 // a hand-decoded IQ1_S_R4 / IQ1_M_R4 block.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -14,6 +15,7 @@
 
 #include "kernels/quant/fp16.h"
 #include "kernels/quant/quant.h"
+#include "model/gguf/gguf.h"
 #include "model/types.h"
 #include "tests/common/golden.h"
 #include "tests/quant/golden_quant.h"
@@ -44,22 +46,53 @@ const char* const kRepackTypes[] = {
 
 class InterleaveGolden : public ::testing::TestWithParam<const char*> {};
 
+// check_repack for Q8_KV_R8, whose rows are smaller than its base's (4 bytes of row meta instead
+// of Q8_KV's 8: the sum of the quants is dropped, and recomputed by unpack).
+void check_repack_q8_kv() {
+  auto rf = gguf::File::open((golden_dir() / "types" / "zoo-Q8_KV_R8-plain.gguf").string());
+  auto bf = gguf::File::open((golden_dir() / "types" / "zoo-Q8_KV-plain.gguf").string());
+  ASSERT_TRUE(rf.ok() && bf.ok());
+  const quant::QuantFns& f = quant::quant_fns(GgmlType::Q8_KV_R8);
+  int checked = 0;
+  for (const auto& t : (*rf)->tensors()) {
+    if (t.type != GgmlType::Q8_KV_R8) continue;
+    const gguf::TensorInfo* b = (*bf)->find_tensor(t.name);
+    ASSERT_TRUE(b && b->type == GgmlType::Q8_KV) << t.name;
+    const int64_t nrows = t.ne[1] * t.ne[2] * t.ne[3];
+    std::vector<uint8_t> r(static_cast<size_t>(t.nbytes)), back(static_cast<size_t>(b->nbytes));
+    f.repack(b->data, r.data(), nrows, t.ne[0]);
+    EXPECT_EQ(0, std::memcmp(r.data(), t.data, r.size())) << "repacked " << t.name << " differs from the peer's";
+    f.unpack(t.data, back.data(), nrows, t.ne[0]);
+    EXPECT_EQ(0, std::memcmp(back.data(), b->data, back.size())) << "unpacked " << t.name << " differs from Q8_KV";
+    ++checked;
+  }
+  EXPECT_GT(checked, 0);
+}
+
 TEST_P(InterleaveGolden, RepackMatchesPeer) {
   EM_REQUIRE_GOLDEN();
-  EXPECT_GT(check_repack(GetParam()), 0);
+  if (std::string(GetParam()) == "Q8_KV_R8") {
+    check_repack_q8_kv();
+  } else {
+    EXPECT_GT(check_repack(GetParam()), 0);
+  }
 }
 
 TEST_P(InterleaveGolden, DequantizeBitExact) {
   EM_REQUIRE_GOLDEN();
+  if (std::string(GetParam()) == "MXFP4_R8") GTEST_SKIP() << "the peer cannot dequantize MXFP4_R8 (no golden hashes)";
   EXPECT_GT(check_dequant(GetParam(), "plain"), 0);
 }
 
 // Interleaved files exist only without imatrix. Our quantize is the base quantizer + repack, so
-// it is byte-identical exactly where the base quantizer is.
+// it is byte-identical wherever the base quantizer is: required when the base type reproduces
+// all of its own golden tensors; otherwise check_quantize's bound (every tensor's MSE <= 1.02 x
+// the peer's) applies. (The R files hold one tensor fewer: token_embd stays in the base type.)
 TEST_P(InterleaveGolden, QuantizeMatchesPeer) {
   EM_REQUIRE_GOLDEN();
-  QuantizeReport rep = check_quantize(GetParam(), "plain");
-  EXPECT_EQ(rep.identical, rep.tensors);
+  const QuantizeReport rep = check_quantize(GetParam(), "plain");
+  const QuantizeReport base = check_quantize(type_upper_name(type_traits(type_of(GetParam()))->base), "plain");
+  if (base.identical == base.tensors) EXPECT_EQ(rep.identical, rep.tensors);
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, InterleaveGolden, ::testing::ValuesIn(kGoldenRepack), param_name);
@@ -113,7 +146,6 @@ TEST_P(InterleaveRoundTrip, RepackOfUnpackIsIdentity) {
   const int64_t nrows = 2 * tt->interleave;
   const std::vector<uint8_t> packed = random_interleaved(r, nrows, 7);
   std::vector<uint8_t> base(static_cast<size_t>(row_size(tt->base, kCols) * nrows));
-  ASSERT_EQ(base.size(), packed.size());
   f.unpack(packed.data(), base.data(), nrows, kCols);
   std::vector<uint8_t> again(packed.size());
   f.repack(base.data(), again.data(), nrows, kCols);
@@ -133,10 +165,25 @@ TEST_P(InterleaveRoundTrip, DequantizeMatchesBase) {
   if (!f.to_float) GTEST_SKIP() << GetParam() << ": no to_float (base type not available)";
   const int64_t nrows = 2 * tt->interleave;
   std::vector<uint8_t> packed = random_interleaved(r, nrows, 11);
-  std::vector<uint8_t> base(packed.size());
+  std::vector<uint8_t> base(static_cast<size_t>(row_size(tt->base, kCols) * nrows));
   f.unpack(packed.data(), base.data(), nrows, kCols);
   std::vector<float> ours(static_cast<size_t>(nrows * kCols)), ref(ours.size());
   ASSERT_TRUE(quant::dequantize_rows(r, packed.data(), ours.data(), nrows, kCols, 3).ok());
+  if (r == GgmlType::Q5_0_R4 || r == GgmlType::Q6_0_R4) {
+    // These round `d * q - 16 d` twice, as the peer's dequantize_row_q5_0_r4 does: within an ulp
+    // of the row's largest value of the base type's `d * (q - 16)`.
+    std::vector<float> base_y(ours.size());
+    ASSERT_TRUE(quant::dequantize_rows(tt->base, base.data(), base_y.data(), nrows, kCols, 1).ok());
+    for (int64_t row = 0; row < nrows; ++row) {
+      float amax = 0;
+      for (int64_t e = 0; e < kCols; ++e) amax = std::max(amax, std::fabs(base_y[static_cast<size_t>(row * kCols + e)]));
+      for (int64_t e = 0; e < kCols; ++e) {
+        const size_t i = static_cast<size_t>(row * kCols + e);
+        ASSERT_LE(std::fabs(ours[i] - base_y[i]), amax * 1.2e-7f) << row << " " << e;
+      }
+    }
+    return;
+  }
   if (r == GgmlType::IQ2_BN_R4) {
     const int64_t rs = row_size(tt->base, kCols);
     for (int64_t row = 0; row < nrows; ++row) {
@@ -182,7 +229,7 @@ TEST_P(InterleaveRoundTrip, QuantizeIsRepackOfBase) {
   for (const float* imatrix : {static_cast<const float*>(nullptr), static_cast<const float*>(w.data())}) {
     SCOPED_TRACE(imatrix ? "imatrix" : "no imatrix");
     const size_t bytes = static_cast<size_t>(row_size(r, kCols) * nrows);
-    std::vector<uint8_t> base(bytes), expect(bytes), q1(bytes), q3(bytes);
+    std::vector<uint8_t> base(static_cast<size_t>(row_size(tt->base, kCols) * nrows)), expect(bytes), q1(bytes), q3(bytes);
     if (r == GgmlType::BF16_R16) {
       // The peer's f32 -> BF16_R16 truncates (see interleave_legacy.cpp).
       auto* h = reinterpret_cast<uint16_t*>(base.data());

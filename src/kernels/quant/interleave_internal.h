@@ -66,7 +66,7 @@ struct Geometry {
   int rows = 0;             // rows per group
   int64_t units = 0;        // units per row
   int64_t base_unit = 0;    // bytes of one base row's unit
-  int64_t r_unit = 0;       // bytes of one interleaved unit (all rows)
+  int64_t r_unit = 0;       // bytes of one interleaved unit (all rows of the group)
   int64_t base_meta = 0;    // base row meta bytes
   int64_t r_meta = 0;       // interleaved meta bytes per row (copied from the start of base meta)
   int64_t base_row = 0;     // bytes of one base row
@@ -81,7 +81,9 @@ Geometry geometry(int64_t n) {
   g.rows = rt->interleave;
   g.units = n / S::kUnitElems;
   g.base_unit = int64_t{bt->type_size} * S::kUnitElems / bt->block_size;
-  g.r_unit = g.base_unit * g.rows;
+  // Usually rows * base_unit; not for Q8_K_R8 / Q8_K_R16, whose fp16 scales replace Q8_K's f32
+  // scale, sum and bsums.
+  g.r_unit = int64_t{rt->type_size} * S::kUnitElems / rt->block_size * g.rows;
   g.base_meta = bt->row_meta_size;
   g.r_meta = rt->row_meta_size;
   g.base_row = row_size(S::kBase, n);

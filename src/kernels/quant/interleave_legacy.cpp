@@ -8,6 +8,12 @@
 #include "kernels/quant/interleave_internal.h"
 #include "kernels/quant/interleave_patterns.h"
 
+// Bit-exactness of the dequantizers relies on no floating-point contraction (GCC in ISO C++ mode
+// does not contract; clang would).
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+
 namespace expertmesh::quant::interleave {
 namespace {
 
@@ -111,22 +117,37 @@ struct HighBitsR4 {
       }
     }
   }
-  static void unpack(const uint8_t* y, uint8_t* const* x) {
+  // Row k's 32 quants of an R block.
+  static void row_quants(const uint8_t* y, int k, uint8_t* L) {
     const uint8_t* qh = y + 8;
     const int mask = (1 << kHighBits) - 1;
+    get_nibbles4(qh + kRQh, k, L);
+    for (int l = 0; l < 4; ++l) {
+      const int l1 = 4 * (l / 2) + 16 * (l % 2), l2 = l1 + 8;
+      for (int i = 0; i < 4; ++i) {
+        const int h = qh[qh_byte(k, i, l)];
+        L[i + l1] |= static_cast<uint8_t>(((h >> qh_shift(l, 0)) & mask) << 4);
+        L[i + l2] |= static_cast<uint8_t>(((h >> qh_shift(l, 1)) & mask) << 4);
+      }
+    }
+  }
+  static void unpack(const uint8_t* y, uint8_t* const* x) {
     for (int k = 0; k < 4; ++k) {
       std::memcpy(x[k], y + 2 * k, 2);
       uint8_t L[32];
-      get_nibbles4(qh + kRQh, k, L);
-      for (int l = 0; l < 4; ++l) {
-        const int l1 = 4 * (l / 2) + 16 * (l % 2), l2 = l1 + 8;
-        for (int i = 0; i < 4; ++i) {
-          const int h = qh[qh_byte(k, i, l)];
-          L[i + l1] |= static_cast<uint8_t>(((h >> qh_shift(l, 0)) & mask) << 4);
-          L[i + l2] |= static_cast<uint8_t>(((h >> qh_shift(l, 1)) & mask) << 4);
-        }
-      }
+      row_quants(y, k, L);
       quants_to_base(L, x[k]);
+    }
+  }
+  // dequantize_row_q5_0_r4 / q6_0_r4 compute `d * q + m` with m = -16 d (-32 d): two roundings
+  // (the peer's build does not fuse them), unlike the base types' single `d * (q - 16)`.
+  static void dequant(const uint8_t*, const uint8_t* y, float* const* out) {
+    for (int k = 0; k < 4; ++k) {
+      const float d = fp16_to_f32(load<uint16_t>(y + 2 * k));
+      const float m = -static_cast<float>(16 << (kHighBits - 1)) * d;
+      uint8_t L[32];
+      row_quants(y, k, L);
+      for (int j = 0; j < 32; ++j) out[k][j] = d * static_cast<float>(L[j]) + m;
     }
   }
 };

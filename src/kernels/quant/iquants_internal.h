@@ -8,10 +8,12 @@
 #pragma once
 
 #include <cfloat>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
+#include "kernels/quant/fp16.h"
 #include "kernels/quant/iquants_tables.h"
 
 namespace expertmesh::quant::iq {
@@ -142,6 +144,29 @@ void for_each_row(const float* src, void* dst, int64_t nrows, int64_t n_per_row,
   }
 }
 
+// The peer's build (GCC, -march=native with FMA, C in gnu11 mode: -ffp-contract=fast) fuses a
+// product feeding an addition into one FMA. Where that changes the rounding of its quantizers
+// we spell the fusion out with std::fma (exact on every platform), so our bytes do not depend
+// on our own compiler flags: a * b + c rounded once.
+inline float fmadd(float a, float b, float c) { return std::fma(a, b, c); }
+
+// nearest_int(a * b) as the peer's build computes it: the product fused into the magic add.
+inline int nearest_int_fma(float a, float b) {
+  float v = std::fma(a, b, 12582912.f);
+  int32_t i;
+  std::memcpy(&i, &v, sizeof(i));
+  return (i & 0x007fffff) - 0x00400000;
+}
+
+// fp16 of a super-block scale. Where the peer's conversion overflows to +-inf (|d| > 65504,
+// i.e. weights beyond what the format can represent) or yields NaN, we saturate / write 0
+// instead, so the file never holds non-finite scales. Identical to the peer otherwise.
+inline uint16_t iq_scale_to_fp16(float d) {
+  if (std::isnan(d)) return 0;
+  constexpr float kMaxHalf = 65504.f;
+  return f32_to_fp16(d > kMaxHalf ? kMaxHalf : d < -kMaxHalf ? -kMaxHalf : d);
+}
+
 // Scale-search tables of one grid (ggml's iq2xs_init_impl / iq3xs_init_impl): each point is
 // `dim` coordinates 2l+1 (l = the value's rank in the grid's value set). A candidate group is
 // encoded as u = sum l_k << (bits*k); `map[u]` is its grid index when u is a grid point,
@@ -159,30 +184,6 @@ struct Lattice {
   bool on_grid(int u) const { return map[u] >= 0; }
   const uint16_t* neighbours_of(int u) const { return neighbours.data() + (-map[u] - 1); }
 };
-
-// Best grid point among the neighbours of off-grid u for the values xval under `scale`
-// (weighted squared error, first minimum wins); writes its coordinates' l to L[0..dim) and
-// returns its index. The peer's iq2_find_best_neighbour / iq3_find_best_neighbour.
-inline int best_neighbour(const Lattice& lat, int u, const float* xval, const float* weight, float scale, int8_t* L) {
-  const uint16_t* nb = lat.neighbours_of(u);
-  float best_d2 = FLT_MAX;
-  int grid_index = nb[1];  // the peer asserts a winner; only NaN distances (non-finite input) lack one
-  for (int j = 1; j <= nb[0]; ++j) {
-    const int8_t* pg = lat.point(nb[j]);
-    float d2 = 0;
-    for (int i = 0; i < lat.dim; ++i) {
-      const float diff = scale * static_cast<float>(pg[i]) - xval[i];
-      d2 += weight[i] * diff * diff;
-    }
-    if (d2 < best_d2) {
-      best_d2 = d2;
-      grid_index = nb[j];
-    }
-  }
-  const int8_t* pg = lat.point(grid_index);
-  for (int i = 0; i < lat.dim; ++i) L[i] = static_cast<int8_t>((pg[i] - 1) / 2);
-  return grid_index;
-}
 
 // IQ2_XXS / IQ2_XS / IQ3_XXS store 7 sign bits per 8 weights, so the number of negative signs
 // must be even. Sets xval = |xb|; when the count is odd, the element with the smallest
@@ -213,6 +214,30 @@ inline uint8_t abs_with_even_signs(const float* xb, const float* weight, float* 
     s ^= 1u << imin;
   }
   return static_cast<uint8_t>(s & 127);
+}
+
+// Best grid point among the neighbours of off-grid u for the values xval under `scale`
+// (weighted squared error, first minimum wins); writes its coordinates' l to L[0..dim) and
+// returns its index. The peer's iq2_find_best_neighbour / iq3_find_best_neighbour.
+inline int best_neighbour(const Lattice& lat, int u, const float* xval, const float* weight, float scale, int8_t* L) {
+  const uint16_t* nb = lat.neighbours_of(u);
+  float best_d2 = FLT_MAX;
+  int grid_index = nb[1];  // the peer asserts a winner; only NaN distances (non-finite input) lack one
+  for (int j = 1; j <= nb[0]; ++j) {
+    const int8_t* pg = lat.point(nb[j]);
+    float d2 = 0;
+    for (int i = 0; i < lat.dim; ++i) {
+      const float diff = fmadd(scale, static_cast<float>(pg[i]), -xval[i]);
+      d2 = fmadd(weight[i] * diff, diff, d2);
+    }
+    if (d2 < best_d2) {
+      best_d2 = d2;
+      grid_index = nb[j];
+    }
+  }
+  const int8_t* pg = lat.point(grid_index);
+  for (int i = 0; i < lat.dim; ++i) L[i] = static_cast<int8_t>((pg[i] - 1) / 2);
+  return grid_index;
 }
 
 // Lazily built, immutable (function-local statics: thread-safe initialisation).

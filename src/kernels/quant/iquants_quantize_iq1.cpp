@@ -36,8 +36,8 @@ int best_neighbour_iq1(const Lattice& lat, int u, const float* xb, const float* 
     float d2 = 0;
     for (int i = 0; i < 8; ++i) {
       const float q = xg[(pg[i] - 1) / 2];
-      const float diff = scale * q - xb[i];
-      d2 += weight[i] * diff * diff;
+      const float diff = fmadd(scale, q, -xb[i]);
+      d2 = fmadd(weight[i] * diff, diff, d2);
     }
     return d2;
   };
@@ -92,7 +92,7 @@ float process_block_iq1_s(const Lattice& lat, const float* xb, const float* weig
   sumx[0] = sumw[0] = 0;
   for (int j = 0; j < kBlock; ++j) {
     const int i = order[j];
-    sumx[j + 1] = sumx[j] + weight[i] * xb[i];
+    sumx[j + 1] = fmadd(weight[i], xb[i], sumx[j]);
     sumw[j + 1] = sumw[j] + weight[i];
   }
   float best_score = -FLT_MIN, scale = max;
@@ -101,10 +101,11 @@ float process_block_iq1_s(const Lattice& lat, const float* xb, const float* weig
     for (int i2 = i1; i2 <= kBlock; ++i2) {
       for (int s : {1, -1}) {
         const float* xx = s == 1 ? kXp : kXm;
-        const float sumqx =
-            (sumx[i1] - sumx[0]) * xx[0] + (sumx[i2] - sumx[i1]) * xx[1] + (sumx[kBlock] - sumx[i2]) * xx[2];
-        const float sumq2 = (sumw[i1] - sumw[0]) * xx[0] * xx[0] + (sumw[i2] - sumw[i1]) * xx[1] * xx[1] +
-                            (sumw[kBlock] - sumw[i2]) * xx[2] * xx[2];
+        // The peer's build fuses only the last product of each sum.
+        const float sumqx = fmadd(sumx[kBlock] - sumx[i2], xx[2],
+                                  (sumx[i1] - sumx[0]) * xx[0] + (sumx[i2] - sumx[i1]) * xx[1]);
+        const float sumq2 = fmadd((sumw[kBlock] - sumw[i2]) * xx[2], xx[2],
+                                  (sumw[i1] - sumw[0]) * xx[0] * xx[0] + (sumw[i2] - sumw[i1]) * xx[1] * xx[1]);
         if (sumq2 > 0 && sumqx * sumqx > best_score * sumq2) {
           scale = sumqx / sumq2;
           best_score = scale * sumqx;
@@ -145,8 +146,8 @@ float process_block_iq1_s(const Lattice& lat, const float* xb, const float* weig
       for (int j = 0; j < 8; ++j) {
         const float w = weight[8 * k + j];
         const float q = xx[(pg[j] - 1) / 2];
-        sumqx += w * q * xb[8 * k + j];
-        sumq2 += w * q * q;
+        sumqx = fmadd(w * q, xb[8 * k + j], sumqx);
+        sumq2 = fmadd(w * q, q, sumq2);
       }
     }
     if (sumqx > 0 && sumq2 > 0) scale = sumqx / sumq2;
@@ -170,7 +171,7 @@ void quantize_row_iq1_s(const float* x, BlockIq1s* y, int64_t nblocks, const flo
       // Without an imatrix the peer's reference path uses weights of 1.
       for (int i = 0; i < kBlock; ++i) {
         const float qw = quant_weights ? quant_weights[kSuperBlock * ibl + kBlock * ib + i] : 1.f;
-        weight[i] = qw * std::sqrt(sigma2 + xb[i] * xb[i]);
+        weight[i] = qw * std::sqrt(fmadd(xb[i], xb[i], sigma2));
       }
       uint16_t index[kBlock / 8];
       scales[ib] = process_block_iq1_s(lat, xb, weight, index, &shifts[ib]);
@@ -184,10 +185,10 @@ void quantize_row_iq1_s(const float* x, BlockIq1s* y, int64_t nblocks, const flo
     }
     if (max_scale != 0) {
       const float d = max_scale / 15;
-      out.d = f32_to_fp16(d * 1.125f);  // the peer's fudge factor
+      out.d = iq_scale_to_fp16(d * 1.125f);  // the peer's fudge factor
       const float id = 1 / d;
       for (int ib = 0; ib < kSuperBlock / kBlock; ++ib) {
-        int l = std::max(0, std::min(7, nearest_int(0.5f * (id * scales[ib] - 1))));
+        int l = std::max(0, std::min(7, nearest_int_fma(0.5f, fmadd(id, scales[ib], -1.f))));
         if (shifts[ib] == -1) l |= 8;
         out.qh[ib] = static_cast<uint16_t>(out.qh[ib] | (l << 12));
       }
@@ -224,11 +225,15 @@ float process_block_iq1_m(const Lattice& lat, const float* xb, const float* weig
       for (int k = 0; k < 4; ++k) {
         const float* a = k < 2 ? kXp : kXm;        // first group
         const float* b = k % 2 == 0 ? kXp : kXm;   // second group
-        sumqx[k] = (sumx1[i1] - sumx1[0]) * a[0] + (sumx1[i2] - sumx1[i1]) * a[1] + (sumx1[kBlock] - sumx1[i2]) * a[2] +
-                   (sumx2[i1] - sumx2[0]) * b[0] + (sumx2[i2] - sumx2[i1]) * b[1] + (sumx2[kBlock] - sumx2[i2]) * b[2];
-        sumq2[k] = (sumw1[i1] - sumw1[0]) * a[0] * a[0] + (sumw1[i2] - sumw1[i1]) * a[1] * a[1] +
-                   (sumw1[kBlock] - sumw1[i2]) * a[2] * a[2] + (sumw2[i1] - sumw2[0]) * b[0] * b[0] +
-                   (sumw2[i2] - sumw2[i1]) * b[1] * b[1] + (sumw2[kBlock] - sumw2[i2]) * b[2] * b[2];
+        // Six products summed left to right; the peer's build fuses the third and the sixth.
+        float sx = (sumx1[i1] - sumx1[0]) * a[0] + (sumx1[i2] - sumx1[i1]) * a[1];
+        sx = fmadd(sumx1[kBlock] - sumx1[i2], a[2], sx);
+        sx = sx + (sumx2[i1] - sumx2[0]) * b[0] + (sumx2[i2] - sumx2[i1]) * b[1];
+        sumqx[k] = fmadd(sumx2[kBlock] - sumx2[i2], b[2], sx);
+        float s2 = (sumw1[i1] - sumw1[0]) * a[0] * a[0] + (sumw1[i2] - sumw1[i1]) * a[1] * a[1];
+        s2 = fmadd((sumw1[kBlock] - sumw1[i2]) * a[2], a[2], s2);
+        s2 = s2 + (sumw2[i1] - sumw2[0]) * b[0] * b[0] + (sumw2[i2] - sumw2[i1]) * b[1] * b[1];
+        sumq2[k] = fmadd((sumw2[kBlock] - sumw2[i2]) * b[2], b[2], s2);
       }
       for (int k = 0; k < 4; ++k) {
         if (sumq2[k] > 0 && sumqx[k] * sumqx[k] > best_score * sumq2[k]) {
@@ -303,7 +308,7 @@ void quantize_row_iq1_m(const float* x, BlockIq1m* y, int64_t nblocks, const flo
   int shifts[kSuperBlock / kBlock] = {};
   auto block_weights = [&](const float* xb, const float* qw, float sigma2) {
     if (qw) {
-      for (int i = 0; i < kBlock; ++i) weight[i] = qw[i] * std::sqrt(sigma2 + xb[i] * xb[i]);
+      for (int i = 0; i < kBlock; ++i) weight[i] = qw[i] * std::sqrt(fmadd(xb[i], xb[i], sigma2));
     } else {
       for (int i = 0; i < kBlock; ++i) weight[i] = xb[i] * xb[i];
     }
@@ -323,7 +328,7 @@ void quantize_row_iq1_m(const float* x, BlockIq1m* y, int64_t nblocks, const flo
       for (int i = 1; i < kBlock; ++i) {
         const float ax = std::fabs(xb[i]);
         max = peer_max(max, ax);
-        sumwx += weight[i] * ax;
+        sumwx = fmadd(weight[i], ax, sumwx);
       }
       if (max < kGroupMaxEpsIq1m) {
         scales[ib] = 0;
@@ -350,7 +355,7 @@ void quantize_row_iq1_m(const float* x, BlockIq1m* y, int64_t nblocks, const flo
     const float id = 1 / d;
     float sumqx_f = 0, sumq2_f = 0;
     for (int ib = 0; ib < kSuperBlock / kBlock; ++ib) {
-      const int l = std::max(0, std::min(7, nearest_int(0.5f * (id * scales[ib] - 1))));
+      const int l = std::max(0, std::min(7, nearest_int_fma(0.5f, fmadd(id, scales[ib], -1.f))));
       sc[ib / 4] = static_cast<uint16_t>(sc[ib / 4] | (l << (3 * (ib % 4))));
       out.qh[ib] = static_cast<uint8_t>(out.qh[ib] | kShiftMasks[shifts[ib]]);
       const float* xb = xbl + kBlock * ib;
@@ -361,13 +366,13 @@ void quantize_row_iq1_m(const float* x, BlockIq1m* y, int64_t nblocks, const flo
         for (int j = 0; j < 8; ++j) {
           const float w = weight[8 * k + j];
           const float q = xx[(pg[j] - 1) / 2] * static_cast<float>(2 * l + 1);
-          sumqx_f += w * q * xb[8 * k + j];
-          sumq2_f += w * q * q;
+          sumqx_f = fmadd(w * q, xb[8 * k + j], sumqx_f);
+          sumq2_f = fmadd(w * q, q, sumq2_f);
         }
       }
     }
     if (sumq2_f > 0) d = sumqx_f / sumq2_f;
-    const uint16_t s = f32_to_fp16(d * 1.085f);
+    const uint16_t s = iq_scale_to_fp16(d * 1.085f);
     sc[0] = static_cast<uint16_t>(sc[0] | ((s & 0x000f) << 12));
     sc[1] = static_cast<uint16_t>(sc[1] | ((s & 0x00f0) << 8));
     sc[2] = static_cast<uint16_t>(sc[2] | ((s & 0x0f00) << 4));

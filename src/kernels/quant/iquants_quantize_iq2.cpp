@@ -24,14 +24,16 @@ constexpr int kMaxQ = 3;                    // l in {0, 1, 2}: magnitudes 1, 3, 
 // Weights of a block: imatrix * sqrt(sigma2 + x^2), or sigma2/4 + x^2 without an imatrix.
 void block_weights(const float* xb, const float* qw, float sigma2, float* weight, int n) {
   if (qw) {
-    for (int i = 0; i < n; ++i) weight[i] = qw[i] * std::sqrt(sigma2 + xb[i] * xb[i]);
+    for (int i = 0; i < n; ++i) weight[i] = qw[i] * std::sqrt(fmadd(xb[i], xb[i], sigma2));
   } else {
-    for (int i = 0; i < n; ++i) weight[i] = 0.25f * sigma2 + xb[i] * xb[i];
+    for (int i = 0; i < n; ++i) weight[i] = fmadd(xb[i], xb[i], 0.25f * sigma2);
   }
 }
 
-// The peer's make_qp_quants: non-negative x onto l in [0, nmax] with the best weighted scale.
-float make_qp_quants(int n, int nmax, const float* x, int8_t* L, const float* w) {
+// The peer's make_qp_quants: x onto l in [0, nmax] with the best weighted scale. L is uint8_t as
+// in the peer: IQ2_XXS passes values with one possibly negative element per group of 8 (the
+// sign-parity flip), whose negative l wraps to 255.. when stored and is read back that way.
+float make_qp_quants(int n, int nmax, const float* x, uint8_t* L, const float* w) {
   float max = 0;
   for (int i = 0; i < n; ++i) max = peer_max(max, x[i]);
   if (max < 1e-16f) {
@@ -39,22 +41,22 @@ float make_qp_quants(int n, int nmax, const float* x, int8_t* L, const float* w)
     return 0.f;
   }
   float iscale = static_cast<float>(nmax) / max;
-  for (int i = 0; i < n; ++i) L[i] = static_cast<int8_t>(nearest_int(iscale * x[i]));
+  for (int i = 0; i < n; ++i) L[i] = static_cast<uint8_t>(nearest_int_fma(iscale, x[i]));
   const float scale = 1 / iscale;
   float best_mse = 0;
   for (int i = 0; i < n; ++i) {
-    const float diff = x[i] - scale * static_cast<float>(L[i]);
-    best_mse += w[i] * diff * diff;
+    const float diff = fmadd(-scale, static_cast<float>(L[i]), x[i]);
+    best_mse = fmadd(w[i] * diff, diff, best_mse);
   }
   for (int is = -4; is <= 4; ++is) {
     if (is == 0) continue;
-    const float iscale_is = (0.1f * static_cast<float>(is) + static_cast<float>(nmax)) / max;
+    const float iscale_is = fmadd(0.1f, static_cast<float>(is), static_cast<float>(nmax)) / max;
     const float scale_is = 1 / iscale_is;
     float mse = 0;
     for (int i = 0; i < n; ++i) {
-      const int l = std::min(nmax, nearest_int(iscale_is * x[i]));
-      const float diff = x[i] - scale_is * static_cast<float>(l);
-      mse += w[i] * diff * diff;
+      const int l = std::min(nmax, nearest_int_fma(iscale_is, x[i]));
+      const float diff = fmadd(-scale_is, static_cast<float>(l), x[i]);
+      mse = fmadd(w[i] * diff, diff, mse);
     }
     if (mse < best_mse) {
       best_mse = mse;
@@ -63,24 +65,24 @@ float make_qp_quants(int n, int nmax, const float* x, int8_t* L, const float* w)
   }
   float sumlx = 0, suml2 = 0;
   for (int i = 0; i < n; ++i) {
-    const int l = std::min(nmax, nearest_int(iscale * x[i]));
-    L[i] = static_cast<int8_t>(l);
-    sumlx += w[i] * x[i] * static_cast<float>(l);
-    suml2 += w[i] * static_cast<float>(l) * static_cast<float>(l);
+    const int l = std::min(nmax, nearest_int_fma(iscale, x[i]));
+    L[i] = static_cast<uint8_t>(l);
+    sumlx = fmadd(w[i] * x[i], static_cast<float>(l), sumlx);
+    suml2 = fmadd(w[i] * static_cast<float>(l), static_cast<float>(l), suml2);
   }
   for (int itry = 0; itry < 5; ++itry) {
     int n_changed = 0;
     for (int i = 0; i < n; ++i) {
       const float li = static_cast<float>(L[i]);
-      float slx = sumlx - w[i] * x[i] * li;
-      float sl2 = suml2 - w[i] * li * li;
+      float slx = fmadd(-(w[i] * x[i]), li, sumlx);
+      float sl2 = fmadd(-(w[i] * li), li, suml2);
       if (slx > 0 && sl2 > 0) {
         const int new_l = std::min(nmax, nearest_int(x[i] * sl2 / slx));
         if (new_l != L[i]) {
-          slx += w[i] * x[i] * static_cast<float>(new_l);
-          sl2 += w[i] * static_cast<float>(new_l) * static_cast<float>(new_l);
+          slx = fmadd(w[i] * x[i], static_cast<float>(new_l), slx);
+          sl2 = fmadd(w[i] * static_cast<float>(new_l), static_cast<float>(new_l), sl2);
           if (slx * slx * suml2 > sumlx * sumlx * sl2) {
-            L[i] = static_cast<int8_t>(new_l);
+            L[i] = static_cast<uint8_t>(new_l);
             sumlx = slx;
             suml2 = sl2;
             ++n_changed;
@@ -99,7 +101,7 @@ int snap_group(const Lattice& lat, const float* xval, const float* waux, float i
                bool* on_grid) {
   int u = 0;
   for (int i = 0; i < 8; ++i) {
-    int l = nearest_int(0.5f * (id * xval[i] - 1));
+    int l = nearest_int_fma(0.5f, fmadd(id, xval[i], -1.f));
     l = std::max(0, std::min(kMaxQ - 1, l));
     L[i] = static_cast<int8_t>(l);
     u |= l << (2 * i);
@@ -114,8 +116,8 @@ void weighted_sums(const float* weight, const float* xval, const int8_t* L, int 
   for (int i = 0; i < n; ++i) {
     const float w = weight[i];
     const float q = static_cast<float>(2 * L[i] + 1);
-    sx += w * xval[i] * q;
-    s2 += w * q * q;
+    sx = fmadd(w * xval[i], q, sx);
+    s2 = fmadd(w * q, q, s2);
   }
   *sumqx = sx;
   *sumq2 = s2;
@@ -158,11 +160,11 @@ void quantize_row_iq2_xxs(const float* x, BlockIq2xxs* y, int64_t nblocks, const
         std::memset(L, 0, sizeof(L));
         continue;
       }
-      float scale = make_qp_quants(32, kMaxQ + 1, xval, L, weight);
+      float scale = make_qp_quants(32, kMaxQ + 1, xval, reinterpret_cast<uint8_t*>(L), weight);
       const float eff_max = scale * kMaxQ;
       float best = 0;
       for (int is = -6; is <= 6; ++is) {
-        const float id = (2 * kMaxQ - 1 + static_cast<float>(is) * 0.1f) / eff_max;
+        const float id = fmadd(static_cast<float>(is), 0.1f, 2 * kMaxQ - 1) / eff_max;
         const float this_scale = 1 / id;
         bool on_grid;
         for (int k = 0; k < 4; ++k) snap_group(lat, xval + 8 * k, waux + 8 * k, id, this_scale, Laux + 8 * k, &on_grid);
@@ -199,10 +201,10 @@ void quantize_row_iq2_xxs(const float* x, BlockIq2xxs* y, int64_t nblocks, const
     }
     if (max_scale != 0) {
       const float d = max_scale / 31;
-      out.d = f32_to_fp16(d);
+      out.d = iq_scale_to_fp16(d);
       const float id = 1 / d;
       for (int ib = 0; ib < 8; ++ib) {
-        const int l = std::max(0, std::min(15, nearest_int(0.5f * (id * scales[ib] - 1))));
+        const int l = std::max(0, std::min(15, nearest_int_fma(0.5f, fmadd(id, scales[ib], -1.f))));
         q2[2 * ib + 1] |= static_cast<uint32_t>(l) << 28;
       }
       std::memcpy(out.qs, q2, sizeof(q2));
@@ -246,14 +248,14 @@ void quantize_row_iq2_xs(const float* x, BlockIq2xs* y, int64_t nblocks, const f
       sumx[0] = sumw[0] = 0;
       for (int j = 0; j < 16; ++j) {
         const int i = order[j];
-        sumx[j + 1] = sumx[j] + weight[i] * xval[i];
+        sumx[j + 1] = fmadd(weight[i], xval[i], sumx[j]);
         sumw[j + 1] = sumw[j] + weight[i];
       }
       float best = 0, scale = 0;
       for (int i1 = 0; i1 <= 16; ++i1) {
         for (int i2 = i1; i2 <= 16; ++i2) {
-          const float sumqx = (sumx[i1] - sumx[0]) * 1 + (sumx[i2] - sumx[i1]) * 3 + (sumx[16] - sumx[i2]) * 5;
-          const float sumq2 = (sumw[i1] - sumw[0]) * 1 + (sumw[i2] - sumw[i1]) * 9 + (sumw[16] - sumw[i2]) * 25;
+          const float sumqx = fmadd(sumx[16] - sumx[i2], 5.f, fmadd(sumx[i2] - sumx[i1], 3.f, sumx[i1] - sumx[0]));
+          const float sumq2 = fmadd(sumw[16] - sumw[i2], 25.f, fmadd(sumw[i2] - sumw[i1], 9.f, sumw[i1] - sumw[0]));
           if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
             scale = sumqx / sumq2;
             best = scale * sumqx;
@@ -264,7 +266,7 @@ void quantize_row_iq2_xs(const float* x, BlockIq2xs* y, int64_t nblocks, const f
       const float eff_max = scale * (2 * kMaxQ - 1);
       int index[2] = {0, 0}, aux_index[2];
       for (int is = -7; is <= 7; ++is) {
-        const float id = (2 * kMaxQ - 1 + static_cast<float>(is) * 0.1f) / eff_max;
+        const float id = fmadd(static_cast<float>(is), 0.1f, 2 * kMaxQ - 1) / eff_max;
         const float this_scale = 1 / id;
         bool on_grid;
         for (int k = 0; k < 2; ++k)
@@ -315,11 +317,11 @@ void quantize_row_iq2_xs(const float* x, BlockIq2xs* y, int64_t nblocks, const f
     // 4-bit block scales against d = max/31, then the super-block scale is refit to the
     // dequantized values (times the peer's 1.05 fudge factor).
     const float d = max_scale / 31;
-    out.d = f32_to_fp16(d);
+    out.d = iq_scale_to_fp16(d);
     const float id = 1 / d;
     float sumqx = 0, sumq2 = 0;
     for (int ib = 0; ib < 16; ++ib) {
-      int l = std::max(0, std::min(15, nearest_int(0.5f * (id * scales[ib] - 1))));
+      int l = std::max(0, std::min(15, nearest_int_fma(0.5f, fmadd(id, scales[ib], -1.f))));
       if (ib % 2 == 0) {
         out.scales[ib / 2] = static_cast<uint8_t>(l);
       } else {
@@ -335,13 +337,13 @@ void quantize_row_iq2_xs(const float* x, BlockIq2xs* y, int64_t nblocks, const f
           const float w = weight[8 * k + j];
           const float q = 0.125f * static_cast<float>(l) * static_cast<float>(grid_byte(grid, j)) *
                           ((signs & kMaskIq2xs[j]) ? -1.f : 1.f);
-          sumqx += w * q * xb[8 * k + j];
-          sumq2 += w * q * q;
+          sumqx = fmadd(w * q, xb[8 * k + j], sumqx);
+          sumq2 = fmadd(w * q, q, sumq2);
         }
       }
     }
     std::memcpy(out.qs, q2, sizeof(q2));
-    if (sumq2 > 0) out.d = f32_to_fp16(1.05f * sumqx / sumq2);
+    if (sumq2 > 0) out.d = iq_scale_to_fp16(1.05f * sumqx / sumq2);
     y[ibl] = out;
   }
 }
@@ -381,7 +383,7 @@ void quantize_row_iq2_s(const float* x, BlockIq2s* y, int64_t nblocks, const flo
       float scale = max / (2 * kMaxQ - 1);
       bool is_on_grid[2] = {true, true}, on_grid_aux[2];
       for (int is = -9; is <= 9; ++is) {
-        const float id = (2 * kMaxQ - 1 + static_cast<float>(is) * 0.1f) / max;
+        const float id = fmadd(static_cast<float>(is), 0.1f, 2 * kMaxQ - 1) / max;
         const float this_scale = 1 / id;
         for (int k = 0; k < 2; ++k)
           snap_group(lat, xval + 8 * k, waux + 8 * k, id, this_scale, Laux + 8 * k, &on_grid_aux[k]);
@@ -423,10 +425,10 @@ void quantize_row_iq2_s(const float* x, BlockIq2s* y, int64_t nblocks, const flo
     }
     if (max_scale != 0) {
       const float d = max_scale / 31;
-      out.d = f32_to_fp16(d * 0.9875f);  // the peer's fudge factor
+      out.d = iq_scale_to_fp16(d * 0.9875f);  // the peer's fudge factor
       const float id = 1 / d;
       for (int ib = 0; ib < 16; ++ib) {
-        const int l = std::max(0, std::min(15, nearest_int(0.5f * (id * scales[ib] - 1))));
+        const int l = std::max(0, std::min(15, nearest_int_fma(0.5f, fmadd(id, scales[ib], -1.f))));
         if (ib % 2 == 0) {
           out.scales[ib / 2] = static_cast<uint8_t>(l);
         } else {

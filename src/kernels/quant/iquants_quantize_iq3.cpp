@@ -17,7 +17,7 @@ constexpr float kGroupMaxEpsIq3xxs = 1e-8f;   // GROUP_MAX_EPS_IQ3_XXS
 // Weights of one 32-weight block: imatrix * sqrt(sigma2 + x^2), or x^2 without an imatrix.
 void block_weights(const float* xb, const float* qw, float sigma2, float* weight, int n) {
   if (qw) {
-    for (int i = 0; i < n; ++i) weight[i] = qw[i] * std::sqrt(sigma2 + xb[i] * xb[i]);
+    for (int i = 0; i < n; ++i) weight[i] = qw[i] * std::sqrt(fmadd(xb[i], xb[i], sigma2));
   } else {
     for (int i = 0; i < n; ++i) weight[i] = xb[i] * xb[i];
   }
@@ -29,7 +29,7 @@ int snap_group(const Lattice& lat, const float* xval, const float* waux, float i
                bool* on_grid) {
   int u = 0;
   for (int i = 0; i < 4; ++i) {
-    int l = nearest_int(0.5f * (id * xval[i] - 1));
+    int l = nearest_int_fma(0.5f, fmadd(id, xval[i], -1.f));
     l = std::max(0, std::min(7, l));
     L[i] = static_cast<int8_t>(l);
     u |= l << (3 * i);
@@ -44,8 +44,8 @@ void weighted_sums(const float* weight, const float* xval, const int8_t* L, int 
   for (int i = 0; i < n; ++i) {
     const float w = weight[i];
     const float q = static_cast<float>(2 * L[i] + 1);
-    sx += w * xval[i] * q;
-    s2 += w * q * q;
+    sx = fmadd(w * xval[i], q, sx);
+    s2 = fmadd(w * q, q, s2);
   }
   *sumqx = sx;
   *sumq2 = s2;
@@ -69,7 +69,7 @@ float search_block_iq3(const Lattice& lat, int nis, bool recheck_all, const floa
   float best = 0;
   float scale = max / (2 * kMaxQ - 1);
   for (int is = -nis; is <= nis; ++is) {
-    const float id = (2 * kMaxQ - 1 + static_cast<float>(is) * 0.2f) / max;
+    const float id = fmadd(static_cast<float>(is), 0.2f, 2 * kMaxQ - 1) / max;
     const float this_scale = 1 / id;
     for (int k = 0; k < 8; ++k) snap_group(lat, xval + 4 * k, waux + 4 * k, id, this_scale, Laux + 4 * k, &on_grid_aux[k]);
     float sumqx, sumq2;
@@ -137,10 +137,10 @@ void quantize_row_iq3_xxs(const float* x, BlockIq3xxs* y, int64_t nblocks, const
     }
     if (max_scale != 0) {
       const float d = max_scale / 31;
-      out.d = f32_to_fp16(d * 1.0125f);  // the peer's fudge factor
+      out.d = iq_scale_to_fp16(d * 1.0125f);  // the peer's fudge factor
       const float id = 1 / d;
       for (int ib = 0; ib < 8; ++ib) {
-        int l = nearest_int(0.5f * (id * scales[ib] - 1));
+        int l = nearest_int_fma(0.5f, fmadd(id, scales[ib], -1.f));
         l = std::max(0, std::min(15, l));
         scales_and_signs[ib] |= static_cast<uint32_t>(l) << 28;
       }
@@ -203,11 +203,11 @@ void quantize_row_iq3_s(const float* x, BlockIq3s* y, int64_t nblocks, const flo
     }
     if (max_scale != 0) {
       const float d = max_scale / 31;
-      out.d = f32_to_fp16(d * 1.033f);  // the peer's fudge factor
+      out.d = iq_scale_to_fp16(d * 1.033f);  // the peer's fudge factor
       const float id = 1 / d;
       for (int ib = 0; ib < 8; ib += 2) {
-        const int l1 = std::max(0, std::min(15, nearest_int(0.5f * (id * scales[ib + 0] - 1))));
-        const int l2 = std::max(0, std::min(15, nearest_int(0.5f * (id * scales[ib + 1] - 1))));
+        const int l1 = std::max(0, std::min(15, nearest_int_fma(0.5f, fmadd(id, scales[ib + 0], -1.f))));
+        const int l2 = std::max(0, std::min(15, nearest_int_fma(0.5f, fmadd(id, scales[ib + 1], -1.f))));
         out.scales[ib / 2] = static_cast<uint8_t>(l1 | (l2 << 4));
       }
     }
@@ -256,7 +256,11 @@ void quantize_block_iq4_xs(const float* x, const float* quant_weights, BlockIq4x
   for (int ib = 0; ib < kSuperBlock / kBlock; ++ib) {
     const float* xb = x + ib * kBlock;
     uint8_t* Lb = L + ib * kBlock;
-    block_weights(xb, quant_weights ? quant_weights + ib * kBlock : nullptr, sigma2, weight, kBlock);
+    if (quant_weights) {
+      for (int j = 0; j < kBlock; ++j) weight[j] = quant_weights[ib * kBlock + j] * std::sqrt(fmadd(xb[j], xb[j], sigma2));
+    } else {
+      for (int j = 0; j < kBlock; ++j) weight[j] = xb[j] * xb[j];
+    }
     float amax = 0, max = 0;
     for (int j = 0; j < kBlock; ++j) {
       const float ax = std::fabs(xb[j]);
@@ -274,9 +278,9 @@ void quantize_block_iq4_xs(const float* x, const float* quant_weights, BlockIq4x
       float sx = 0, s2 = 0;
       for (int j = 0; j < kBlock; ++j) {
         const float q = values[best_index_iq4nl(id * xb[j])];
-        const float w = weight[j];
-        sx += w * q * xb[j];
-        s2 += w * q * q;
+        const float wq = weight[j] * q;
+        sx = fmadd(wq, xb[j], sx);
+        s2 = fmadd(wq, q, s2);
       }
       *sumqx = sx;
       *sumq2 = s2;
@@ -311,7 +315,7 @@ void quantize_block_iq4_xs(const float* x, const float* quant_weights, BlockIq4x
       int best_j = -1, dir = 0;
       for (int j = 0; j < kBlock; ++j) {
         const float w = weight[j];
-        const float g = d * w * (xb[j] - d * values[Lb[j]]);
+        const float g = d * w * fmadd(-d, values[Lb[j]], xb[j]);
         if (g > 0 && Lb[j] < 15) {
           const float step = static_cast<float>(values[Lb[j] + 1] - values[Lb[j]]) / g;
           if (step < min_step) {
@@ -332,8 +336,8 @@ void quantize_block_iq4_xs(const float* x, const float* quant_weights, BlockIq4x
       const float w = weight[best_j];
       const int v0 = values[Lb[best_j]], v1 = values[Lb[best_j] + dir];
       float new_sumqx = sumqx, new_sumq2 = sumq2;
-      new_sumqx += w * xb[best_j] * static_cast<float>(v1 - v0);
-      new_sumq2 += w * static_cast<float>(v1 * v1 - v0 * v0);
+      new_sumqx = fmadd(w * xb[best_j], static_cast<float>(v1 - v0), new_sumqx);
+      new_sumq2 = fmadd(w, static_cast<float>(v1 * v1 - v0 * v0), new_sumq2);
       if (!(new_sumq2 > 0 && new_sumqx * new_sumqx > best * new_sumq2)) break;
       sumqx = new_sumqx;
       sumq2 = new_sumq2;
@@ -351,10 +355,10 @@ void quantize_block_iq4_xs(const float* x, const float* quant_weights, BlockIq4x
 
   // 6-bit block scales relative to d = -max_scale/32; indices re-chosen for the rounded scales.
   const float d = -max_scale / 32;
-  out->d = f32_to_fp16(d);
+  out->d = iq_scale_to_fp16(d);
   const float id = d != 0 ? 1 / d : 0.f;
   for (int ib = 0; ib < kSuperBlock / kBlock; ++ib) {
-    int l = nearest_int(id * scales[ib]);
+    int l = nearest_int_fma(id, scales[ib]);
     l = std::max(-32, std::min(31, l));
     const float dl = d * static_cast<float>(l);
     const float idl = dl != 0 ? 1 / dl : 0.f;

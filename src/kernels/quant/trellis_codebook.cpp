@@ -306,8 +306,9 @@ void set_weights(int nblock, const float* x, const float* imatrix, float* weight
   for (int ibl = 0; ibl < nblock; ++ibl) {
     const float* xbl = x + ibl * kQK;
     float* wbl = weights + ibl * kQK;
+    // ik's build vectorizes this sum as an in-order reduction: the squares are rounded, not fused.
     float sumx2 = 0;
-    for (int j = 0; j < kQK; ++j) sumx2 = std::fma(xbl[j], xbl[j], sumx2);
+    for (int j = 0; j < kQK; ++j) sumx2 += xbl[j] * xbl[j];
     if (sumx2 < kEps2 * kQK) {  // the whole block is (almost) zero
       std::fill(wbl, wbl + kQK, kTinyWeight);
       continue;

@@ -1,0 +1,83 @@
+// `expertmesh perplexity`: llama-perplexity's flags and output (inventory §5.1/5.2).
+//
+//   expertmesh perplexity -m MODEL -f TEXT [-c 512] [-b 2048] [--chunks N] [-t N] [-ctk f16] [-ctv f16]
+//                         [--kl-divergence-base FILE [--kl-divergence]] [--dump-activations DIR]
+//
+// Single rank for now: rank 0 computes; other ranks (under mpirun) only agree on the outcome.
+#include <cstdio>
+
+#include <fmt/format.h>
+
+#include "cli/commands.h"
+#include "cli/flags.h"
+#include "coordinator/kld.h"
+#include "coordinator/perplexity.h"
+#include "model/model.h"
+#include "model/tokenizer/tokenizer.h"
+#include "worker/activation_dump.h"
+#include "worker/engine.h"
+
+namespace expertmesh::cli {
+
+Status cmd_perplexity(RankContext& ctx, const std::vector<std::string>& args) {
+  std::string model_path, dump_dir;
+  coordinator::PerplexityOptions opt;
+  bool kl = false;
+  int threads = ctx.n_threads;
+  worker::EngineOptions eo;
+  FlagSet fs("perplexity", "perplexity of a model on a text file, as llama-perplexity computes it");
+  fs.add_string({"-m", "--model"}, &model_path, "FILE", "model GGUF (first shard of a split model)");
+  fs.add_string({"-f", "--file"}, &opt.text_file, "FILE", "text to evaluate (e.g. wiki.test.raw)");
+  fs.add_int({"-c", "--ctx-size"}, &opt.n_ctx, "N", "tokens per chunk (default 512)");
+  fs.add_int({"-b", "--batch-size"}, &opt.n_batch, "N", "tokens per forward batch (default 2048)");
+  fs.add_int({"--chunks"}, &opt.n_chunks, "N", "evaluate at most N chunks (default all)");
+  fs.add_int({"-t", "--threads"}, &threads, "N", "compute threads");
+  auto kv_type = [](GgmlType* dst, const char* flag) {
+    return [dst, flag](const std::string& v) -> Status {
+      auto t = parse_type_name(v);
+      if (!t.ok()) return Status::InvalidArgument(fmt::format("{}: {}", flag, t.status().message()));
+      *dst = *t;
+      return Status::Ok();
+    };
+  };
+  fs.add_custom({"-ctk", "--cache-type-k"}, "TYPE", "KV cache type of K: f16 (default), q8_0, bf16, f32", kv_type(&eo.type_k, "-ctk"));
+  fs.add_custom({"-ctv", "--cache-type-v"}, "TYPE", "KV cache type of V: f16 (default), q8_0, bf16, f32", kv_type(&eo.type_v, "-ctv"));
+  fs.add_string({"--kl-divergence-base", "--save-all-logits"}, &opt.kld_base_file, "FILE",
+                "write the base logits here (or read them with --kl-divergence)");
+  fs.add_bool({"--kl-divergence"}, &kl, "compare against --kl-divergence-base FILE (tokens come from FILE)");
+  fs.add_string({"--dump-activations"}, &dump_dir, "DIR", "write the first chunk's per-layer intermediates (raw f32 + index.json)");
+  EM_RETURN_IF_ERROR(fs.parse(args));
+  if (fs.help_requested()) {
+    if (ctx.is_root()) std::printf("%s", fs.usage().c_str());
+    return Status::Ok();
+  }
+  if (model_path.empty()) return Status::InvalidArgument("-m: a model is required");
+  if (kl && opt.kld_base_file.empty()) return Status::InvalidArgument("--kl-divergence needs --kl-divergence-base FILE");
+  if (!kl && opt.text_file.empty()) return Status::InvalidArgument("-f: a text file is required");
+  if (threads <= 0) return Status::InvalidArgument(fmt::format("-t: must be > 0, got {}", threads));
+  if (opt.n_batch <= 0) return Status::InvalidArgument(fmt::format("-b: must be > 0, got {}", opt.n_batch));
+  if (!ctx.is_root()) return Status::Ok();
+
+  EM_ASSIGN_OR_RETURN(auto model, Model::load(model_path));
+  EM_ASSIGN_OR_RETURN(auto tok, Tokenizer::from_gguf(model->file()));
+  eo.n_threads = threads;
+  eo.n_ctx = opt.n_ctx;
+  EM_ASSIGN_OR_RETURN(auto engine, worker::Engine::create(*model, worker::full_plan(model->hparams()), eo));
+  std::fprintf(stderr, "perplexity: %s, %s kernels, %d threads\n", model_path.c_str(), engine->kernels().name, threads);
+  std::unique_ptr<worker::ActivationDump> dump;
+  if (!dump_dir.empty()) {
+    EM_ASSIGN_OR_RETURN(dump, worker::ActivationDump::create(dump_dir));
+    engine->set_dump(dump->sink());
+  }
+  if (kl) {
+    EM_ASSIGN_OR_RETURN(auto s, coordinator::kl_divergence(*engine, *tok, opt, stdout));
+    (void)s;
+  } else {
+    EM_ASSIGN_OR_RETURN(auto r, coordinator::perplexity(*engine, *tok, opt, stdout));
+    (void)r;
+  }
+  if (dump) EM_RETURN_IF_ERROR(dump->finish());
+  return Status::Ok();
+}
+
+}  // namespace expertmesh::cli

@@ -1,0 +1,59 @@
+// AVX2 + FMA kernel variant (compiled with -mavx2 -mfma -mf16c; used only after cpuid says so).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "kernels/cpu/cpu_kernels.h"
+
+namespace expertmesh::cpu::avx2 {
+using VEC = __m256;
+constexpr int W = 8;
+inline VEC LOAD(const float* p) { return _mm256_loadu_ps(p); }
+inline void STORE(float* p, VEC v) { _mm256_storeu_ps(p, v); }
+inline VEC SET1(float a) { return _mm256_set1_ps(a); }
+inline VEC ZERO() { return _mm256_setzero_ps(); }
+inline VEC ADD(VEC a, VEC b) { return _mm256_add_ps(a, b); }
+inline VEC SUB(VEC a, VEC b) { return _mm256_sub_ps(a, b); }
+inline VEC MUL(VEC a, VEC b) { return _mm256_mul_ps(a, b); }
+inline VEC MAX(VEC a, VEC b) { return _mm256_max_ps(a, b); }
+inline VEC FMA(VEC a, VEC b, VEC c) { return _mm256_fmadd_ps(a, b, c); }
+inline float HSUM(VEC v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline float HMAX(VEC v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline double sum_squares_f64(const float* x, int64_t n) {
+  __m256d acc = _mm256_setzero_pd();
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const __m256d v = _mm256_cvtps_pd(_mm_loadu_ps(x + i));
+    acc = _mm256_fmadd_pd(v, v, acc);
+  }
+  alignas(32) double t[4];
+  _mm256_store_pd(t, acc);
+  double s = (t[0] + t[1]) + (t[2] + t[3]);
+  for (; i < n; ++i) s += double(x[i]) * double(x[i]);
+  return s;
+}
+}  // namespace expertmesh::cpu::avx2
+
+#define NS avx2
+#include "kernels/cpu/x86/ops_simd.inc"
+#undef NS
+
+namespace expertmesh::cpu {
+const Kernels* avx2_kernels() {
+  static const Kernels k{Isa::kAvx2,        "avx2",        avx2::dot,     avx2::axpy,
+                         avx2::rmsnorm,     avx2::softmax, avx2::swiglu, avx2::rope};
+  return &k;
+}
+}  // namespace expertmesh::cpu

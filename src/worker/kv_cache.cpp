@@ -1,0 +1,60 @@
+#include "worker/kv_cache.h"
+
+#include <fmt/format.h>
+
+#include "kernels/quant/quant.h"
+
+namespace expertmesh::worker {
+
+Result<KvCache> KvCache::create(GgmlType type_k, GgmlType type_v, int64_t n_layer, int64_t n_kv_heads,
+                                int64_t head_dim, int64_t n_ctx) {
+  KvCache c;
+  c.type_k_ = type_k;
+  c.type_v_ = type_v;
+  c.n_layer_ = n_layer;
+  c.n_kv_heads_ = n_kv_heads;
+  c.head_dim_ = head_dim;
+  c.n_ctx_ = n_ctx;
+  for (auto [t, which, dst] : {std::tuple{type_k, "-ctk", &c.k_row_}, std::tuple{type_v, "-ctv", &c.v_row_}}) {
+    const auto& fns = quant::quant_fns(t);
+    if (!fns.to_float || !fns.quantize || type_traits(t)->interleave != 1)
+      return Status::InvalidArgument(fmt::format("{} {}: not usable as a KV cache type", which, type_name(t)));
+    auto rs = row_size_checked(t, head_dim);
+    if (!rs.ok())
+      return Status::InvalidArgument(fmt::format("{} {}: head_dim {} is not a whole number of blocks ({})", which,
+                                                 type_name(t), head_dim, rs.status().message()));
+    *dst = *rs;
+  }
+  const int64_t rows = n_layer * n_kv_heads * n_ctx;
+  c.k_.assign(size_t(rows * c.k_row_), 0);
+  c.v_.assign(size_t(rows * c.v_row_), 0);
+  return c;
+}
+
+uint8_t* KvCache::row(std::vector<uint8_t>& buf, int64_t row_bytes, int64_t l, int64_t pos, int64_t h) {
+  return buf.data() + ((l * n_kv_heads_ + h) * n_ctx_ + pos) * row_bytes;
+}
+
+Status KvCache::store(int64_t l, int64_t pos, const float* k, const float* v) {
+  if (pos < 0 || pos >= n_ctx_ || l < 0 || l >= n_layer_)
+    return Status::OutOfRange(fmt::format("KV cache: position {} outside the context of {}", pos, n_ctx_));
+  for (int64_t h = 0; h < n_kv_heads_; ++h) {
+    EM_RETURN_IF_ERROR(quant::quantize_rows(type_k_, k + h * head_dim_, row(k_, k_row_, l, pos, h), 1, head_dim_,
+                                            nullptr, 1));
+    EM_RETURN_IF_ERROR(quant::quantize_rows(type_v_, v + h * head_dim_, row(v_, v_row_, l, pos, h), 1, head_dim_,
+                                            nullptr, 1));
+  }
+  return Status::Ok();
+}
+
+Status KvCache::load_k(int64_t l, int64_t h, int64_t n, float* out) const {
+  const uint8_t* src = k_.data() + ((l * n_kv_heads_ + h) * n_ctx_) * k_row_;
+  return quant::dequantize_rows(type_k_, src, out, n, head_dim_, 1);
+}
+
+Status KvCache::load_v(int64_t l, int64_t h, int64_t n, float* out) const {
+  const uint8_t* src = v_.data() + ((l * n_kv_heads_ + h) * n_ctx_) * v_row_;
+  return quant::dequantize_rows(type_v_, src, out, n, head_dim_, 1);
+}
+
+}  // namespace expertmesh::worker

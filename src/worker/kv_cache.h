@@ -1,0 +1,41 @@
+// KV cache of one sequence for the layers and KV heads a rank owns. Rows are stored in the
+// cache type (F16 by default, like the peer; Q8_0 / BF16 / F32 on request) one row of head_dim
+// per (position, kv head), so K and V are rounded exactly as the peer rounds them.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "common/status.h"
+#include "model/types.h"
+
+namespace expertmesh::worker {
+
+class KvCache {
+ public:
+  // Validates that head_dim rows are whole blocks of the types (Q8_0: multiple of 32).
+  static Result<KvCache> create(GgmlType type_k, GgmlType type_v, int64_t n_layer, int64_t n_kv_heads,
+                                int64_t head_dim, int64_t n_ctx);
+  int64_t n_ctx() const { return n_ctx_; }
+  int64_t head_dim() const { return head_dim_; }
+  GgmlType type_k() const { return type_k_; }
+  GgmlType type_v() const { return type_v_; }
+  void clear() { used_ = 0; }
+  int64_t used() const { return used_; }
+  void set_used(int64_t n) { used_ = n; }
+
+  // Stores K and V (n_kv_heads × head_dim floats each) of local layer `l` at position `pos`.
+  Status store(int64_t l, int64_t pos, const float* k, const float* v);
+  // Dequantizes positions [0, n) of kv head `h` of layer `l` to n × head_dim floats.
+  Status load_k(int64_t l, int64_t h, int64_t n, float* out) const;
+  Status load_v(int64_t l, int64_t h, int64_t n, float* out) const;
+
+ private:
+  uint8_t* row(std::vector<uint8_t>& buf, int64_t row_bytes, int64_t l, int64_t pos, int64_t h);
+  GgmlType type_k_ = GgmlType::F16, type_v_ = GgmlType::F16;
+  int64_t n_layer_ = 0, n_kv_heads_ = 0, head_dim_ = 0, n_ctx_ = 0, used_ = 0;
+  int64_t k_row_ = 0, v_row_ = 0;
+  std::vector<uint8_t> k_, v_;  // [layer][kv head][pos] rows
+};
+
+}  // namespace expertmesh::worker
