@@ -53,7 +53,7 @@ double nll_of(const float* logits, int64_t n_vocab, int32_t tok) {
 Result<PerplexityResult> perplexity(worker::Engine& e, const Tokenizer& tok, const PerplexityOptions& opt, FILE* out) {
   const int64_t n_ctx = opt.n_ctx;
   if (n_ctx < 4 || n_ctx > e.n_ctx()) return Status::InvalidArgument(fmt::format("-c {}: invalid context size", n_ctx));
-  if (opt.n_batch < n_ctx && n_ctx % opt.n_batch != 0 && opt.n_batch <= 0)
+  if (opt.n_batch <= 0)
     return Status::InvalidArgument(fmt::format("-b {}: invalid batch size", opt.n_batch));
   EM_ASSIGN_OR_RETURN(std::string text, read_file(opt.text_file));
   const auto t0 = std::chrono::steady_clock::now();

@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "kernels/quant/fp16.h"
 #include "worker/matmul.h"
 
 namespace expertmesh::worker {
@@ -33,7 +34,41 @@ void attend_row(const cpu::Kernels& k, const float* q, const float* K, const flo
     if (scores[j] != 0.0f) k.axpy_f32(scores[j], V + j * d, out, d);
 }
 
+void attend_row_f16acc(const float* q, const float* K, const float* V, int64_t n_kv, int64_t d, int64_t q_pos,
+                       float scale, uint16_t* acc16, float* out) {
+  using quant::f32_to_fp16;
+  using quant::fp16_to_f32;
+  float S = 0.0f, M = -std::numeric_limits<float>::infinity();
+  std::fill(acc16, acc16 + d, uint16_t{0});
+  for (int64_t j = 0; j < n_kv && j <= q_pos; ++j) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < d; ++i) sum += double(fp16_to_f32(f32_to_fp16(q[i])) * K[j * d + i]);
+    const float s = float(sum) * scale;
+    float ms = 1.0f, vs = 1.0f;
+    if (s > M) {
+      const float m_old = M;
+      M = s;
+      ms = std::exp(m_old - M);
+      for (int64_t i = 0; i < d; ++i) acc16[i] = f32_to_fp16(fp16_to_f32(acc16[i]) * ms);
+    } else {
+      vs = std::exp(s - M);
+    }
+    for (int64_t i = 0; i < d; ++i) acc16[i] = f32_to_fp16(fp16_to_f32(acc16[i]) + V[j * d + i] * vs);
+    S = S * ms + vs;
+  }
+  const float s_inv = S == 0.0f ? 0.0f : 1.0f / S;
+  for (int64_t i = 0; i < d; ++i) out[i] = fp16_to_f32(acc16[i]) * s_inv;
+}
+
 namespace {
+
+// True when the peer runs this attention through ggml's generic flash-attention kernel (F16
+// Q·K, F16 V accumulator) rather than an iqk kernel: F16 cache and a head size without an iqk
+// kernel (e.g. stories260K's 8).
+bool peer_uses_generic_fa(const KvCache& kv, int64_t d) {
+  const bool iqk_size = d == 64 || d == 96 || d == 128 || d == 192 || d == 256;
+  return kv.type_k() == GgmlType::F16 && kv.type_v() == GgmlType::F16 && !iqk_size;
+}
 
 // Per-head RMSNorm (q/k norm) and RoPE of n_heads heads in each token row of `x`.
 void norm_and_rope(const StepContext& c, Buf& x, int64_t n_heads, const Weight* head_norm) {
@@ -77,6 +112,7 @@ Result<Buf> attention(const StepContext& c, const LayerWeights& w, const LayerPl
   }
   const float scale = 1.0f / std::sqrt(float(hd));
   Buf kqv(size_t(c.n_tok * nq * hd));
+  const bool generic_fa = peer_uses_generic_fa(c.kv, hd);
   std::vector<Status> errors(static_cast<size_t>(nq));
   c.pool.run(nq, [&](int64_t hi, int) {
     const int64_t kvh = (hb + hi) / n_gqa - c.kv_head0;
@@ -87,8 +123,13 @@ Result<Buf> attention(const StepContext& c, const LayerWeights& w, const LayerPl
       errors[size_t(hi)] = s;
       return;
     }
+    std::vector<uint16_t> acc16(static_cast<size_t>(hd));
     for (int64_t t = 0; t < c.n_tok; ++t)
-      attend_row(c.k, q.data() + (t * nq + hi) * hd, K.data(), V.data(), n_kv, hd, c.pos[t], scale, scores.data(),
+      if (generic_fa)
+        attend_row_f16acc(q.data() + (t * nq + hi) * hd, K.data(), V.data(), n_kv, hd, c.pos[t], scale, acc16.data(),
+                          kqv.data() + (t * nq + hi) * hd);
+      else
+        attend_row(c.k, q.data() + (t * nq + hi) * hd, K.data(), V.data(), n_kv, hd, c.pos[t], scale, scores.data(),
                  kqv.data() + (t * nq + hi) * hd);
   });
   for (const Status& s : errors) EM_RETURN_IF_ERROR(s);

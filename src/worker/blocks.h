@@ -74,4 +74,10 @@ Result<Buf> moe_ffn(const StepContext& c, const LayerWeights& w, const LayerPlan
 void attend_row(const cpu::Kernels& k, const float* q, const float* K, const float* V, int64_t n_kv, int64_t d,
                 int64_t q_pos, float scale, float* scores, float* out);
 
+// The same row as ggml's generic flash-attention kernel computes it with an F16 cache: q
+// rounded to F16, Q·K summed in double, online softmax, the V accumulator rounded to F16 after
+// every key. `acc16` is scratch of d halves.
+void attend_row_f16acc(const float* q, const float* K, const float* V, int64_t n_kv, int64_t d, int64_t q_pos,
+                       float scale, uint16_t* acc16, float* out);
+
 }  // namespace expertmesh::worker

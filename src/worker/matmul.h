@@ -26,6 +26,18 @@ struct ColRange {
 Status matmul(const Weight& w, int64_t row0, int64_t nrows, const float* x, int64_t ldx, int64_t n_tok, float* y,
               int64_t ldy, ThreadPool& pool, const cpu::Kernels& k, ColRange cols = {});
 
+// How the peer rounds activations before a dot product with a weight of type t (its
+// vec_dot_type on AVX2/AVX512 builds): the legacy 32-blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q6_0, Q8_0,
+// IQ4_NL) use Q8_2_X4 — per block of 32, d = bf16(amax/127), q = round-to-nearest-even(x/d)
+// clamped to int8, value d*q. Every other type is multiplied with F32 activations here.
+enum class ActivationRounding { kNone, kQ8_2 };
+ActivationRounding activation_rounding(GgmlType t);
+// x (n floats, n % 32 == 0) -> the values the peer's Q8_2 blocks represent. `sum_err` (n/32
+// floats, may be null) gets each block's error of its stored sum, bf16(d*sum q) - d*sum q: the
+// peer's kernels for types with an offset or a min (Q4_0, Q5_0, Q6_0: -offset*d_w*s; Q4_1,
+// Q5_1: m_w*s) use that rounded sum, and matmul adds the same term.
+void round_activations_q8_2(const float* x, float* out, float* sum_err, int64_t n);
+
 // Dequantizes one row (row r of w, which may sit inside an interleaved group) to F32.
 Status dequantize_row(const Weight& w, int64_t r, float* out);
 

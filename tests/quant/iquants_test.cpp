@@ -67,8 +67,8 @@ struct Budget {
 // IQ2_XXS 0.128, IQ2_XS 0.102, IQ2_S 0.072, IQ3_XXS 0.045, IQ3_S 0.026, IQ4_XS 0.0059) with
 // ~25% headroom; a broken quantizer is far off.
 const Budget kBudgets[] = {
-    {"IQ1_S", 0.32},  {"IQ1_M", 0.40},   {"IQ2_XXS", 0.16}, {"IQ2_XS", 0.128},
-    {"IQ2_S", 0.090}, {"IQ3_XXS", 0.057}, {"IQ3_S", 0.033}, {"IQ4_XS", 0.0075},
+    {"IQ1_S", 0.32},  {"IQ1_M", 0.40},    {"IQ2_XXS", 0.16}, {"IQ2_XS", 0.128},
+    {"IQ2_S", 0.090}, {"IQ3_XXS", 0.057}, {"IQ3_S", 0.033},  {"IQ4_XS", 0.0075},
 };
 
 std::vector<float> gaussian_rows(int64_t nrows, int64_t n, uint32_t seed) {
@@ -196,8 +196,8 @@ TEST(IquantsRandom, EdgeCasesStayFinite) {
     SCOPED_TRACE(name);
     const GgmlType t = type_of(name);
     for (size_t i = 0; i < rows.size(); ++i) {
-      for (const float* im : {static_cast<const float*>(nullptr), ones.data(),
-                              static_cast<const float*>(sparse_imatrix.data())}) {
+      for (const float* im :
+           {static_cast<const float*>(nullptr), ones.data(), static_cast<const float*>(sparse_imatrix.data())}) {
         if (!im && quant::quant_fns(t).needs_imatrix) continue;
         SCOPED_TRACE("row kind " + std::to_string(i));
         const auto q = quantize(t, rows[i], 1, kN, im, 1);

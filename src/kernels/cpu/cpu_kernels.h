@@ -6,7 +6,7 @@
 // scalar one on random data (tests/model/cpu_ops_test.cpp).
 //
 // Numerics follow ggml where the peer's result depends on it:
-//  - rmsnorm: sum of squares in double, scale = 1/sqrtf(mean + eps) in float, y = (x*scale)*w.
+//  - rmsnorm: float squares summed in double, scale = 1/sqrtf(mean + eps), y = (scale*w)*x.
 //  - softmax: max-subtraction, expf, sum in double; a row whose entries are all -inf (a fully
 //    masked attention row) yields all zeros, never NaN.
 //  - rope: cos/sin tables from rope_cache() (theta advanced by repeated multiplication by

@@ -27,8 +27,8 @@ void dequant_iq2_xxs(const void* src, float* y, int64_t nrows, int64_t n) {
     const auto b = load_block<BlockIq2xxs>(src, i);
     const float d = fp16_to_f32(b.d);
     for (int ib = 0; ib < kSuperBlock / 32; ++ib) {
-      const uint32_t idx = load_u32(&b.qs[4 * ib]);        // 4 grid indices, one per byte
-      const uint32_t sgn = load_u32(&b.qs[4 * ib + 2]);    // 4 x 7 sign bits | scale << 28
+      const uint32_t idx = load_u32(&b.qs[4 * ib]);      // 4 grid indices, one per byte
+      const uint32_t sgn = load_u32(&b.qs[4 * ib + 2]);  // 4 x 7 sign bits | scale << 28
       const float db = d * (0.5f + static_cast<float>(sgn >> 28)) * 0.25f;
       for (int l = 0; l < 4; ++l) {
         const uint64_t grid = kIq2xxsGrid[(idx >> (8 * l)) & 0xff];
@@ -162,8 +162,8 @@ void dequant_iq1_m(const void* src, float* y, int64_t nrows, int64_t n) {
     uint16_t sc[4];
     std::memcpy(sc, b.scales, sizeof(sc));
     // The fp16 super-block scale is the top nibble of each of the four u16 scale words.
-    const uint16_t d16 = static_cast<uint16_t>((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) |
-                                               (sc[3] & 0xf000));
+    const uint16_t d16 =
+        static_cast<uint16_t>((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000));
     const float d = fp16_to_f32(d16);
     const uint8_t* qs = b.qs;
     const uint8_t* qh = b.qh;

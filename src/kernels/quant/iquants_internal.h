@@ -104,10 +104,6 @@ inline Block load_block(const void* row, int64_t i) {
   std::memcpy(&b, static_cast<const uint8_t*>(row) + i * sizeof(Block), sizeof(Block));
   return b;
 }
-template <typename Block>
-inline void store_block(void* row, int64_t i, const Block& b) {
-  std::memcpy(static_cast<uint8_t*>(row) + i * sizeof(Block), &b, sizeof(Block));
-}
 
 // Byte j of a packed grid entry.
 inline int grid_byte(uint64_t entry, int j) { return static_cast<int>((entry >> (8 * j)) & 0xff); }
@@ -121,7 +117,8 @@ inline int nearest_int(float x) {
   return (i & 0x007fffff) - 0x00400000;
 }
 
-// Sum of x^2 accumulated in index order (as the peer does).
+// Sum of x^2 accumulated in index order. Not fused: the peer's build vectorizes the squares and
+// adds them in order (a fold-left reduction), so each square is rounded before the add.
 inline float sum_squares(const float* x, int n) {
   float s = 0;
   for (int i = 0; i < n; ++i) s += x[i] * x[i];

@@ -38,7 +38,8 @@ Lattice build_lattice(const Entry* grid, int grid_size, int dim, int bits, bool 
   for (int i = 0; i < grid_size; ++i) {
     int u = 0;
     for (int j = 0; j < dim; ++j) {
-      const int l = static_cast<int>(std::lower_bound(values.begin(), values.end(), value(grid[i], j)) - values.begin());
+      const int l =
+          static_cast<int>(std::lower_bound(values.begin(), values.end(), value(grid[i], j)) - values.begin());
       lat.points[static_cast<size_t>(i) * dim + j] = static_cast<int8_t>(2 * l + 1);
       u |= l << (bits * j);
     }

@@ -9,6 +9,12 @@
 #include "kernels/quant/fp16.h"
 #include "kernels/quant/iquants_internal.h"
 
+// Our float arithmetic must not be fused behind our back: every fusion the peer's build makes is
+// spelled out with fmadd (iquants_internal.h). GCC does not contract in ISO C++ mode; clang would.
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 namespace expertmesh::quant::iq {
 namespace {
 
@@ -102,8 +108,8 @@ float process_block_iq1_s(const Lattice& lat, const float* xb, const float* weig
       for (int s : {1, -1}) {
         const float* xx = s == 1 ? kXp : kXm;
         // The peer's build fuses only the last product of each sum.
-        const float sumqx = fmadd(sumx[kBlock] - sumx[i2], xx[2],
-                                  (sumx[i1] - sumx[0]) * xx[0] + (sumx[i2] - sumx[i1]) * xx[1]);
+        const float sumqx =
+            fmadd(sumx[kBlock] - sumx[i2], xx[2], (sumx[i1] - sumx[0]) * xx[0] + (sumx[i2] - sumx[i1]) * xx[1]);
         const float sumq2 = fmadd((sumw[kBlock] - sumw[i2]) * xx[2], xx[2],
                                   (sumw[i1] - sumw[0]) * xx[0] * xx[0] + (sumw[i2] - sumw[i1]) * xx[1] * xx[1]);
         if (sumq2 > 0 && sumqx * sumqx > best_score * sumq2) {
@@ -223,8 +229,8 @@ float process_block_iq1_m(const Lattice& lat, const float* xb, const float* weig
     for (int i2 = i1; i2 <= kBlock; ++i2) {
       float sumqx[4], sumq2[4];
       for (int k = 0; k < 4; ++k) {
-        const float* a = k < 2 ? kXp : kXm;        // first group
-        const float* b = k % 2 == 0 ? kXp : kXm;   // second group
+        const float* a = k < 2 ? kXp : kXm;       // first group
+        const float* b = k % 2 == 0 ? kXp : kXm;  // second group
         // Six products summed left to right; the peer's build fuses the third and the sixth.
         float sx = (sumx1[i1] - sumx1[0]) * a[0] + (sumx1[i2] - sumx1[i1]) * a[1];
         sx = fmadd(sumx1[kBlock] - sumx1[i2], a[2], sx);

@@ -14,12 +14,18 @@
 #include "kernels/quant/fp16.h"
 #include "kernels/quant/iquants_internal.h"
 
+// Our float arithmetic must not be fused behind our back: every fusion the peer's build makes is
+// spelled out with fmadd (iquants_internal.h). GCC does not contract in ISO C++ mode; clang would.
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 namespace expertmesh::quant::iq {
 namespace {
 
-constexpr float kGroupMaxEps = 1e-15f;      // GROUP_MAX_EPS
-constexpr float kGroupMaxEpsIq2s = 1e-8f;   // GROUP_MAX_EPS_IQ2_S
-constexpr int kMaxQ = 3;                    // l in {0, 1, 2}: magnitudes 1, 3, 5
+constexpr float kGroupMaxEps = 1e-15f;     // GROUP_MAX_EPS
+constexpr float kGroupMaxEpsIq2s = 1e-8f;  // GROUP_MAX_EPS_IQ2_S
+constexpr int kMaxQ = 3;                   // l in {0, 1, 2}: magnitudes 1, 3, 5
 
 // Weights of a block: imatrix * sqrt(sigma2 + x^2), or sigma2/4 + x^2 without an imatrix.
 void block_weights(const float* xb, const float* qw, float sigma2, float* weight, int n) {
@@ -443,8 +449,9 @@ void quantize_row_iq2_s(const float* x, BlockIq2s* y, int64_t nblocks, const flo
 }  // namespace
 
 void quantize_iq2_xxs(const float* src, void* dst, int64_t nrows, int64_t n_per_row, const float* imatrix) {
-  for_each_row<BlockIq2xxs>(src, dst, nrows, n_per_row,
-                            [&](const float* x, BlockIq2xxs* y, int64_t nb) { quantize_row_iq2_xxs(x, y, nb, imatrix); });
+  for_each_row<BlockIq2xxs>(src, dst, nrows, n_per_row, [&](const float* x, BlockIq2xxs* y, int64_t nb) {
+    quantize_row_iq2_xxs(x, y, nb, imatrix);
+  });
 }
 
 void quantize_iq2_xs(const float* src, void* dst, int64_t nrows, int64_t n_per_row, const float* imatrix) {

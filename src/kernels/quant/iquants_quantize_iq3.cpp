@@ -8,11 +8,17 @@
 #include "kernels/quant/iqk_tables.h"
 #include "kernels/quant/iquants_internal.h"
 
+// Our float arithmetic must not be fused behind our back: every fusion the peer's build makes is
+// spelled out with fmadd (iquants_internal.h). GCC does not contract in ISO C++ mode; clang would.
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 namespace expertmesh::quant::iq {
 namespace {
 
-constexpr float kGroupMaxEps = 1e-15f;        // GROUP_MAX_EPS
-constexpr float kGroupMaxEpsIq3xxs = 1e-8f;   // GROUP_MAX_EPS_IQ3_XXS
+constexpr float kGroupMaxEps = 1e-15f;       // GROUP_MAX_EPS
+constexpr float kGroupMaxEpsIq3xxs = 1e-8f;  // GROUP_MAX_EPS_IQ3_XXS
 
 // Weights of one 32-weight block: imatrix * sqrt(sigma2 + x^2), or x^2 without an imatrix.
 void block_weights(const float* xb, const float* qw, float sigma2, float* weight, int n) {
@@ -71,7 +77,8 @@ float search_block_iq3(const Lattice& lat, int nis, bool recheck_all, const floa
   for (int is = -nis; is <= nis; ++is) {
     const float id = fmadd(static_cast<float>(is), 0.2f, 2 * kMaxQ - 1) / max;
     const float this_scale = 1 / id;
-    for (int k = 0; k < 8; ++k) snap_group(lat, xval + 4 * k, waux + 4 * k, id, this_scale, Laux + 4 * k, &on_grid_aux[k]);
+    for (int k = 0; k < 8; ++k)
+      snap_group(lat, xval + 4 * k, waux + 4 * k, id, this_scale, Laux + 4 * k, &on_grid_aux[k]);
     float sumqx, sumq2;
     weighted_sums(weight, xval, Laux, 32, &sumqx, &sumq2);
     if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
@@ -221,15 +228,15 @@ void quantize_row_iq3_s(const float* x, BlockIq3s* y, int64_t nblocks, const flo
 // best_index_iq4nl, including its lookup table of the nearest value per integer offset).
 int best_index_iq4nl(float x) {
   static constexpr int8_t kIndex[241] = {
-      0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  16, 16, 1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,
-      1,  1,  1,  1,  1,  17, 17, 2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  18, 3,  3,
-      3,  3,  3,  3,  3,  3,  3,  3,  3,  3,  3,  3,  3,  3,  19, 4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,
-      4,  20, 5,  5,  5,  5,  5,  5,  5,  5,  5,  5,  5,  5,  21, 21, 6,  6,  6,  6,  6,  6,  6,  6,  6,  6,  6,  22,
-      7,  7,  7,  7,  7,  7,  7,  7,  7,  7,  23, 23, 8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  24, 9,  9,  9,  9,  9,
-      9,  9,  9,  9,  9,  9,  25, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 26, 26, 11, 11, 11, 11, 11, 11, 11, 11,
-      11, 11, 11, 11, 27, 27, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 28, 13, 13, 13, 13, 13, 13, 13,
-      13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 29, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14,
-      14, 14, 14, 14, 30, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15};
+      0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  16, 16, 1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,
+      1,  1,  1,  1,  1,  1,  17, 17, 2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  18,
+      3,  3,  3,  3,  3,  3,  3,  3,  3,  3,  3,  3,  3,  3,  3,  3,  19, 4,  4,  4,  4,  4,  4,  4,  4,  4,  4,
+      4,  4,  4,  4,  20, 5,  5,  5,  5,  5,  5,  5,  5,  5,  5,  5,  5,  21, 21, 6,  6,  6,  6,  6,  6,  6,  6,
+      6,  6,  6,  22, 7,  7,  7,  7,  7,  7,  7,  7,  7,  7,  23, 23, 8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  24,
+      9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  25, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 26, 26, 11, 11,
+      11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 27, 27, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 28,
+      13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 29, 14, 14, 14, 14, 14, 14, 14, 14, 14,
+      14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 30, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15};
   const int8_t* values = kIq4kValues;
   // (int)x truncates; out of int range x86 yields INT_MIN, i.e. index 0.
   if (!(x > -2147483648.f && x < 2147483648.f)) return 0;
@@ -257,7 +264,8 @@ void quantize_block_iq4_xs(const float* x, const float* quant_weights, BlockIq4x
     const float* xb = x + ib * kBlock;
     uint8_t* Lb = L + ib * kBlock;
     if (quant_weights) {
-      for (int j = 0; j < kBlock; ++j) weight[j] = quant_weights[ib * kBlock + j] * std::sqrt(fmadd(xb[j], xb[j], sigma2));
+      for (int j = 0; j < kBlock; ++j)
+        weight[j] = quant_weights[ib * kBlock + j] * std::sqrt(fmadd(xb[j], xb[j], sigma2));
     } else {
       for (int j = 0; j < kBlock; ++j) weight[j] = xb[j] * xb[j];
     }
@@ -381,8 +389,9 @@ void quantize_block_iq4_xs(const float* x, const float* quant_weights, BlockIq4x
 }  // namespace
 
 void quantize_iq3_xxs(const float* src, void* dst, int64_t nrows, int64_t n_per_row, const float* imatrix) {
-  for_each_row<BlockIq3xxs>(src, dst, nrows, n_per_row,
-                            [&](const float* x, BlockIq3xxs* y, int64_t nb) { quantize_row_iq3_xxs(x, y, nb, imatrix); });
+  for_each_row<BlockIq3xxs>(src, dst, nrows, n_per_row, [&](const float* x, BlockIq3xxs* y, int64_t nb) {
+    quantize_row_iq3_xxs(x, y, nb, imatrix);
+  });
 }
 
 void quantize_iq3_s(const float* src, void* dst, int64_t nrows, int64_t n_per_row, const float* imatrix) {

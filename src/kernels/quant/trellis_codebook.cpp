@@ -299,7 +299,7 @@ const Codebook& codebook_iq4kt(bool alt_offset) {
   return alt_offset ? cb2 : cb1;
 }
 
-void set_weights(int nblock, const float* x, const float* imatrix, float* weights) {
+void set_weights(int nblock, const float* x, const float* imatrix, float* weights, bool vectorized) {
   constexpr float kSigmaScale = 2.0f;
   constexpr float kEps2 = 1e-14f;
   constexpr float kTinyWeight = 1e-4f;
@@ -320,11 +320,21 @@ void set_weights(int nblock, const float* x, const float* imatrix, float* weight
         const float* xb = xbl + ib * kSubBlock;
         float* wb = wbl + ib * kSubBlock;
         float sumwx = 0, sumw2 = 0, sumx2b = 0;
-        for (int j = 0; j < kSubBlock; ++j) {
-          wb[j] = qw[j] * std::sqrt(std::fma(xb[j], xb[j], sigma2));
-          sumwx = std::fma(wb[j], std::abs(xb[j]), sumwx);
-          sumw2 = std::fma(wb[j], wb[j], sumw2);
-          sumx2b = std::fma(xb[j], xb[j], sumx2b);
+        if (vectorized) {
+          // Vectorized in ik's build of this quantizer: nothing is fused, the sums are in order.
+          for (int j = 0; j < kSubBlock; ++j) {
+            wb[j] = qw[j] * std::sqrt(sigma2 + xb[j] * xb[j]);
+            sumwx += wb[j] * std::abs(xb[j]);
+            sumw2 += wb[j] * wb[j];
+            sumx2b += xb[j] * xb[j];
+          }
+        } else {
+          for (int j = 0; j < kSubBlock; ++j) {
+            wb[j] = qw[j] * std::sqrt(std::fma(xb[j], xb[j], sigma2));
+            sumwx = std::fma(wb[j], std::abs(xb[j]), sumwx);
+            sumw2 = std::fma(wb[j], wb[j], sumw2);
+            sumx2b = std::fma(xb[j], xb[j], sumx2b);
+          }
         }
         if (sumx2b < kEps2 || sumw2 < kEps2 || sumwx < kEps2) std::fill(wb, wb + kSubBlock, kTinyWeight);
       }

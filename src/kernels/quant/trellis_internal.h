@@ -88,7 +88,9 @@ const Codebook& codebook_iq3kt();
 const Codebook& codebook_iq4kt(bool alt_offset);
 
 // ik's per-weight importance for the trellis quantizers (QuantizerIQKT::set_weights) of one row.
-void set_weights(int nblock, const float* x, const float* imatrix, float* weights);
+// ik's build compiles the imatrix branch differently per quantizer (it is inlined into each):
+// `vectorized` selects the variant without fused multiply-adds.
+void set_weights(int nblock, const float* x, const float* imatrix, float* weights, bool vectorized);
 
 // Row quantizers (trellis_quantize.cpp); same contract as QuantizeFn.
 void quantize_iq1_kt(const float* src, void* dst, int64_t nrows, int64_t n_per_row, const float* imatrix);

@@ -233,7 +233,7 @@ void quantize_row_iq1_kt(const float* x, uint8_t* dst, int n, const float* imatr
   const int nblock = n / kQK;
   std::vector<BlockIq1Kt> y(nblock);
   std::memset(y.data(), 0, y.size() * sizeof(BlockIq1Kt));
-  set_weights(nblock, x, imatrix, s.weights.data());
+  set_weights(nblock, x, imatrix, s.weights.data(), true);
   const float amax_row = max_abs(x, n);
   const float max_scale = amax_row > 0 ? first_pass_iq12(cb, true, nblock, x, s.weights.data(), amax_row,
                                                          s.scales.data(), s.idx.data())
@@ -271,7 +271,7 @@ void quantize_row_iq2_kt(const float* x, uint8_t* dst, int n, const float* imatr
   const int nblock = n / kQK;
   std::vector<BlockIq2Kt> y(nblock);
   std::memset(y.data(), 0, y.size() * sizeof(BlockIq2Kt));
-  set_weights(nblock, x, imatrix, s.weights.data());
+  set_weights(nblock, x, imatrix, s.weights.data(), true);
   const float amax_row = max_abs(x, n);
   const float max_scale = amax_row > 0 ? first_pass_iq12(cb, false, nblock, x, s.weights.data(), amax_row,
                                                          s.scales.data(), s.idx.data())
@@ -318,7 +318,7 @@ void quantize_row_iq3_kt(const float* x, uint8_t* dst, int n, const float* imatr
   const float amax_row = max_abs(x, n);
   if (amax_row == 0) return store_row(dst, 0.f, y.data(), y.size() * sizeof(BlockIq3Kt));
   float* w = s.weights.data();
-  set_weights(nblock, x, imatrix, w);
+  set_weights(nblock, x, imatrix, w, false);
 
   float amax_scale = 0, max_scale = 0;
   float xaux[kSubBlock];
@@ -377,8 +377,8 @@ void quantize_row_iq3_kt(const float* x, uint8_t* dst, int n, const float* imatr
         const float dl = float(ls);
         for (int j = 0; j < kSubBlock; ++j) {
           const float q = dl * s.qtmp[base + j];
-          sumqx = std::fma(w[base + j] * std::abs(x[base + j]), q, sumqx);
-          sumq2 = std::fma(w[base + j] * q, q, sumq2);
+          sumqx += w[base + j] * std::abs(x[base + j]) * q;
+          sumq2 += w[base + j] * q * q;
         }
       }
     }
@@ -434,7 +434,7 @@ void quantize_row_iq4_kt(const float* x, uint8_t* dst, int n, const float* imatr
   std::vector<BlockIq4Kt> y(nblock);
   std::memset(y.data(), 0, y.size() * sizeof(BlockIq4Kt));
   float* w = s.weights.data();
-  set_weights(nblock, x, imatrix, w);
+  set_weights(nblock, x, imatrix, w, true);
   const float amax_row = max_abs(x, n);
   if (amax_row == 0) return store_row(dst, 0.f, y.data(), y.size() * sizeof(BlockIq4Kt));
 

@@ -172,7 +172,6 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::from_gguf(const gguf::File& f) {
   if (f.find("tokenizer.ggml.pre")) {
     EM_ASSIGN_OR_RETURN(v.pre, f.get_string("tokenizer.ggml.pre"));
   }
-  bool escape_ws = false;
   if (v.model == "no_vocab" || v.model == "none") {
     v.type = VocabType::kNone;
     v.bos = v.eos = v.unk = -1;
@@ -181,7 +180,6 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::from_gguf(const gguf::File& f) {
     v.type = VocabType::kSpm;
     v.bos = 1, v.eos = 2, v.unk = 0;
     v.add_space_prefix = true, v.add_bos = true;
-    escape_ws = true;
   } else if (v.model == "bert") {
     v.type = VocabType::kWpm;
     v.bos = 101, v.eos = -1, v.unk = 100, v.sep = 102, v.pad = 0, v.mask = 103;
@@ -206,7 +204,6 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::from_gguf(const gguf::File& f) {
     return Status::Unsupported(fmt::format("{}: key 'tokenizer.ggml.model': unsupported tokenizer '{}' (llama, gpt2, bert)",
                                            f.path(), v.model));
   }
-  (void)escape_ws;
   if (const gguf::Value* p = f.find("tokenizer.ggml.add_space_prefix")) v.add_space_prefix = p->as_bool();
 
   EM_ASSIGN_OR_RETURN(const gguf::Value* toks, get_array(f, "tokenizer.ggml.tokens", gguf::ValueType::STRING));

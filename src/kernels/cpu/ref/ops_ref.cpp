@@ -19,10 +19,10 @@ void axpy_ref(float a, const float* x, float* y, int64_t n) {
 
 void rmsnorm_ref(const float* x, const float* w, float* y, int64_t n, float eps) {
   double sum = 0.0;
-  for (int64_t i = 0; i < n; ++i) sum += double(x[i]) * double(x[i]);
+  for (int64_t i = 0; i < n; ++i) sum += double(x[i] * x[i]);  // float square, double sum (ggml)
   const float mean = float(sum / double(n));
   const float scale = 1.0f / std::sqrt(mean + eps);
-  for (int64_t i = 0; i < n; ++i) y[i] = w ? (x[i] * scale) * w[i] : x[i] * scale;
+  for (int64_t i = 0; i < n; ++i) y[i] = w ? (scale * w[i]) * x[i] : x[i] * scale;  // ggml fused_rms_norm order
 }
 
 void softmax_ref(float* x, int64_t n) {

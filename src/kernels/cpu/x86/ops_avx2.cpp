@@ -35,13 +35,13 @@ inline double sum_squares_f64(const float* x, int64_t n) {
   __m256d acc = _mm256_setzero_pd();
   int64_t i = 0;
   for (; i + 4 <= n; i += 4) {
-    const __m256d v = _mm256_cvtps_pd(_mm_loadu_ps(x + i));
-    acc = _mm256_fmadd_pd(v, v, acc);
+    const __m128 f = _mm_loadu_ps(x + i);
+    acc = _mm256_add_pd(acc, _mm256_cvtps_pd(_mm_mul_ps(f, f)));  // float square, double sum
   }
   alignas(32) double t[4];
   _mm256_store_pd(t, acc);
   double s = (t[0] + t[1]) + (t[2] + t[3]);
-  for (; i < n; ++i) s += double(x[i]) * double(x[i]);
+  for (; i < n; ++i) s += double(x[i] * x[i]);
   return s;
 }
 }  // namespace expertmesh::cpu::avx2

@@ -25,11 +25,11 @@ inline double sum_squares_f64(const float* x, int64_t n) {
   __m512d acc = _mm512_setzero_pd();
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m512d v = _mm512_cvtps_pd(_mm256_loadu_ps(x + i));
-    acc = _mm512_fmadd_pd(v, v, acc);
+    const __m256 f = _mm256_loadu_ps(x + i);
+    acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm256_mul_ps(f, f)));  // float square, double sum
   }
   double s = _mm512_reduce_add_pd(acc);
-  for (; i < n; ++i) s += double(x[i]) * double(x[i]);
+  for (; i < n; ++i) s += double(x[i] * x[i]);
   return s;
 }
 }  // namespace expertmesh::cpu::avx512
