@@ -15,10 +15,12 @@ namespace expertmesh::cli {
 
 std::span<const Command> commands() {
   static const Command kCommands[] = {
+      {"bench", "prompt processing and generation speed as llama-bench's table (pp/tg tokens/s)", cmd_bench},
       {"convert", "write a vocab-only GGUF from a Hugging Face tokenizer directory (--vocab-only)", cmd_convert},
       {"inspect", "print a GGUF file's metadata, tensors and a size summary (gguf-dump)", cmd_inspect},
       {"perplexity", "perplexity and KL-divergence of a model on a text file (llama-perplexity)", cmd_perplexity},
       {"quantize", "quantize a GGUF model (llama-quantize compatible flags)", cmd_quantize},
+      {"run", "generate text from a prompt (llama-cli): greedy or top-k/top-p/min-p/temp sampling", cmd_run},
       {"synth", "write a seeded random model (llama, qwen3, qwen3moe) for tests and demos", cmd_synth},
   };
   return kCommands;

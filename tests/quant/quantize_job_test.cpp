@@ -233,11 +233,17 @@ TEST_P(QuantizeWholeFile, BytesEqualThePeersFile) {
   const fs::path out = dir / "out.gguf";
   // Types the peer only makes with an imatrix got q8_0 embeddings/output (golden README).
   const bool imat_only = !fs::exists(golden_dir() / "types" / fmt::format("zoo-{}-plain.gguf", c.type));
+  // Files are named by tensor type; the preset the peer was given is in general.file_type (e.g.
+  // IQ2_S tensors come from preset IQ2_M, ftype 29). Pass that number, as a user could.
+  auto peer_file = gguf::File::open((golden_dir() / "types" / fmt::format("zoo-{}-{}.gguf", c.type, c.variant)).string());
+  ASSERT_TRUE(peer_file.ok()) << peer_file.status().to_string();
+  auto ftype = (*peer_file)->get_int("general.file_type");
+  ASSERT_TRUE(ftype.ok()) << ftype.status().to_string();
   std::string cmd = fmt::format("cd '{}' && '{}' quantize --pure {} {} models/zoo-src-f32.gguf '{}' {} 2", golden_dir().string(),
                                 testing::expertmesh_binary().string(),
                                 c.variant == "imat" ? "--imatrix imatrix/zoo.imatrix.dat" : "",
                                 imat_only ? "--token-embedding-type q8_0 --output-tensor-type q8_0" : "", out.string(),
-                                c.type);
+                                *ftype);
   std::string log;
   ASSERT_EQ(testing::run_command(cmd, &log), 0) << cmd << "\n" << log;
   auto ours = gguf::File::open(out.string());

@@ -245,6 +245,14 @@ const Lattice& iq1s_lattice();  // shared by IQ1_S and IQ1_M
 const Lattice& iq3xxs_lattice();
 const Lattice& iq3s_lattice();
 
+// The IQ1 block searches (iquants_quantize_iq1.cpp), shared with IQ1_S_R4 / IQ1_M_R4.
+// process_block_iq1_s: the peer's iq1s_process_1block for one 32-weight block: writes 4 grid
+// indices, returns the block scale (>= 0) and sets *shift to +1 / -1 (sign of the 1/8 shift).
+// process_block_iq1_m: the peer's iq1m_process_1block for one 16-weight block: writes 2 grid
+// indices, returns the scale and sets *best_k (bit 1: first 8 shifted down, bit 0: second 8).
+float process_block_iq1_s(const Lattice& lat, const float* xb, const float* weight, uint16_t* index, int* shift);
+float process_block_iq1_m(const Lattice& lat, const float* xb, const float* weight, uint16_t* index, int* best_k_out);
+
 // Quantizers (QuantizeFn contract, quant.h). needs_imatrix types assert a non-null imatrix.
 void quantize_iq2_xxs(const float* src, void* dst, int64_t nrows, int64_t n_per_row, const float* imatrix);
 void quantize_iq2_xs(const float* src, void* dst, int64_t nrows, int64_t n_per_row, const float* imatrix);

@@ -79,6 +79,8 @@ int ternary_u(const int8_t* L) {
   return u;
 }
 
+}  // namespace
+
 // ---- IQ1_S: 32-weight blocks, one shift and 3-bit scale per block ----------------------------
 
 // iq1s_process_1block: exact best split of the sorted block into levels 0 / 1 / 2 for both
@@ -162,6 +164,8 @@ float process_block_iq1_s(const Lattice& lat, const float* xb, const float* weig
   return scale;
 }
 
+namespace {
+
 void quantize_row_iq1_s(const float* x, BlockIq1s* y, int64_t nblocks, const float* quant_weights) {
   constexpr int kBlock = 32;
   const Lattice& lat = iq1s_lattice();
@@ -202,6 +206,8 @@ void quantize_row_iq1_s(const float* x, BlockIq1s* y, int64_t nblocks, const flo
     y[ibl] = out;
   }
 }
+
+}  // namespace
 
 // ---- IQ1_M: 16-weight blocks, a shift per group of 8, 3-bit scales ---------------------------
 
@@ -303,6 +309,8 @@ float process_block_iq1_m(const Lattice& lat, const float* xb, const float* weig
   *best_k_out = best_k;
   return scale;
 }
+
+namespace {
 
 void quantize_row_iq1_m(const float* x, BlockIq1m* y, int64_t nblocks, const float* quant_weights) {
   constexpr int kBlock = 16;

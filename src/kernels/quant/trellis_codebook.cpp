@@ -8,6 +8,7 @@
 // to the clusters of its `num_neighbours` nearest centroids, and every cluster is padded with the
 // nearest outside seeds to a multiple of 8 (the AVX2 search scores 8 candidates at a time).
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <limits>
 #include <utility>
@@ -19,6 +20,18 @@
 #pragma clang fp contract(off)
 #elif defined(__GNUC__)
 #pragma GCC optimize("fp-contract=off")
+#endif
+
+// Hot loops get a second copy for newer x86-64 hardware, picked at run time: AVX2 (8-wide) for the
+// search, FMA instructions for the loops full of std::fma. The results are identical: contraction
+// is off, so the copies differ only in vector width and in std::fma being an instruction instead
+// of a (correctly rounded) libm call.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define EM_TRELLIS_AVX2_CLONES __attribute__((target_clones("avx2", "default")))
+#define EM_TRELLIS_FMA_CLONES __attribute__((target_clones("fma", "default")))
+#else
+#define EM_TRELLIS_AVX2_CLONES
+#define EM_TRELLIS_FMA_CLONES
 #endif
 
 namespace expertmesh::quant::trellis {
@@ -73,7 +86,7 @@ inline int cluster_of(const Codebook& cb, const float* xs) {
 
 // ik's QuantizerIQKT constructor: values, centroids (cluster_points) and memberships
 // (finalize_clusters), for the two binnings the KT types use.
-Codebook build(int group, int num_bits, bool is_abs, uint32_t offset, int num_neighbours) {
+EM_TRELLIS_FMA_CLONES Codebook build(int group, int num_bits, bool is_abs, uint32_t offset, int num_neighbours) {
   Codebook cb;
   cb.group = group;
   cb.num_seeds = 1 << num_bits;
@@ -160,8 +173,9 @@ Codebook build(int group, int num_bits, bool is_abs, uint32_t offset, int num_ne
       if (std::find(w, w + num_neighbours, c) != w + num_neighbours) continue;
       extra.emplace_back(dist2(cb.seed_values(i), vc, group), i);
     }
-    std::sort(extra.begin(), extra.end());
+    // The (distance, seed) pairs are totally ordered: the nadd smallest are those of a full sort.
     const size_t nadd = 8 * ((points.size() + 7) / 8) - points.size();
+    std::partial_sort(extra.begin(), extra.begin() + static_cast<std::ptrdiff_t>(nadd), extra.end());
     for (size_t i = 0; i < nadd; ++i) points.push_back(extra[i].second);
   }
   cb.lanes.resize(nc);
@@ -171,44 +185,57 @@ Codebook build(int group, int num_bits, bool is_abs, uint32_t offset, int num_ne
   return cb;
 }
 
-// Scores of the 8 candidates of one run (lane-major values) against xs with weights w: per lane
-// sum over the group of w * (q - xs)^2, added in the order of ik's horizontal sums
-// (hsum_float_8x8: ((0+4)+(2+6))+((1+5)+(3+7)); hsum_float_4x8: (0+2)+(1+3)).
-template <int G>
-inline void score_run(const float* run, const float* xs, const float* w, float* score) {
-  float v[G][8];
-  for (int k = 0; k < G; ++k) {
-    for (int l = 0; l < 8; ++l) {
-      const float diff = run[k * 8 + l] - xs[k];
-      v[k][l] = w[k] * (diff * diff);
-    }
-  }
-  for (int l = 0; l < 8; ++l) {
-    if constexpr (G == 8) {
-      score[l] = ((v[0][l] + v[4][l]) + (v[2][l] + v[6][l])) + ((v[1][l] + v[5][l]) + (v[3][l] + v[7][l]));
-    } else {
-      score[l] = (v[0][l] + v[2][l]) + (v[1][l] + v[3][l]);
-    }
-  }
-}
+// 8 lanes, one candidate each (GCC/clang vector extension: element-wise IEEE arithmetic, two SSE
+// registers by default, one AVX2 register in the AVX2 copy).
+typedef float V8f __attribute__((vector_size(32)));
+typedef int32_t V8i __attribute__((vector_size(32)));
 
-// Index (into the candidate list) of the best-scoring candidate, ik's way: each lane keeps its
-// first strict minimum, then the lanes are compared in order. -1 if every score is NaN/inf.
+// (Helpers take the vector by reference: returning one by value changes the ABI per target.)
+[[gnu::always_inline]] inline void load8(V8f& v, const float* p) { std::memcpy(&v, p, sizeof(v)); }
+[[gnu::always_inline]] inline void splat(V8f& v, float x) { v = V8f{x, x, x, x, x, x, x, x}; }
+
+// Index (into the candidate list) of the best-scoring candidate. A candidate's score is
+// sum over its group of w * (q - xs)^2, added in the order of ik's horizontal sums
+// (hsum_float_8x8: ((0+4)+(2+6))+((1+5)+(3+7)); hsum_float_4x8: (0+2)+(1+3)). As in ik, each lane
+// keeps its first strict minimum (the minimum itself with _mm256_min_ps semantics), then the lanes
+// are compared in order. -1 if every score is NaN or +inf.
 template <int G>
-int search(const float* lanes, int ncand, const float* xs, const float* w) {
+[[gnu::always_inline]] inline int search(const float* lanes, int ncand, const float* xs, const float* w) {
   const int* lane_cand = G == 8 ? kCandOfLane8 : kCandOfLane4;
-  float best[8], score[8];
-  int index[8];
-  for (int l = 0; l < 8; ++l) {
-    best[l] = kInf;
-    index[l] = -1;
+  V8f vx[G], vw[G];
+  for (int k = 0; k < G; ++k) {
+    splat(vx[k], xs[k]);
+    splat(vw[k], w[k]);
   }
-  for (int run = 0; run < ncand / 8; ++run) {
-    score_run<G>(lanes + static_cast<size_t>(run) * G * 8, xs, w, score);
-    for (int l = 0; l < 8; ++l) {
-      if (score[l] < best[l]) index[l] = 8 * run + lane_cand[l];
-      best[l] = best[l] < score[l] ? best[l] : score[l];  // _mm256_min_ps semantics
+  V8f best;
+  splat(best, kInf);
+  V8i index = {-1, -1, -1, -1, -1, -1, -1, -1};
+  V8i cand = {lane_cand[0], lane_cand[1], lane_cand[2], lane_cand[3],
+              lane_cand[4], lane_cand[5], lane_cand[6], lane_cand[7]};
+  const V8i step = {8, 8, 8, 8, 8, 8, 8, 8};
+  for (int run = 0; run < ncand / 8; ++run, cand += step) {
+    const float* r = lanes + static_cast<size_t>(run) * G * 8;
+    V8f v[G];
+    for (int k = 0; k < G; ++k) {
+      V8f q;
+      load8(q, r + 8 * k);
+      const V8f diff = q - vx[k];
+      v[k] = vw[k] * (diff * diff);
     }
+    V8f score;
+    if constexpr (G == 8) {
+      score = ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+    } else {
+      score = (v[0] + v[2]) + (v[1] + v[3]);
+    }
+    const V8i better = score < best;  // all ones where the lane improves
+    index = (better & cand) | (~better & index);
+    const V8i keep = best < score;  // _mm256_min_ps(best, score)
+    V8i bb, sb;
+    std::memcpy(&bb, &best, sizeof(bb));
+    std::memcpy(&sb, &score, sizeof(sb));
+    const V8i mb = (keep & bb) | (~keep & sb);
+    std::memcpy(&best, &mb, sizeof(best));
   }
   float b = kInf;
   int jbest = -1;
@@ -222,7 +249,7 @@ int search(const float* lanes, int ncand, const float* xs, const float* w) {
 }
 
 template <int G>
-void find_best_match_impl(const Codebook& cb, float d, const float* xb, const float* w, int* best_idx) {
+[[gnu::always_inline]] inline void find_best_match_impl(const Codebook& cb, float d, const float* xb, const float* w, int* best_idx) {
   constexpr int kNg = kSubBlock / G;
   if (d == 0) {
     std::fill(best_idx, best_idx + kNg, 0);
@@ -245,10 +272,9 @@ void find_best_match_impl(const Codebook& cb, float d, const float* xb, const fl
   }
 }
 
-
 }  // namespace
 
-void Codebook::find_best_match(float d, const float* xb, const float* w, int* best_idx) const {
+EM_TRELLIS_AVX2_CLONES void Codebook::find_best_match(float d, const float* xb, const float* w, int* best_idx) const {
   if (group == 8) {
     find_best_match_impl<8>(*this, d, xb, w, best_idx);
   } else {
@@ -256,7 +282,8 @@ void Codebook::find_best_match(float d, const float* xb, const float* w, int* be
   }
 }
 
-void Codebook::find_best_scale(const float* xb, const float* w, const int* idx, float* scale, float* score) const {
+EM_TRELLIS_FMA_CLONES void Codebook::find_best_scale(const float* xb, const float* w, const int* idx, float* scale,
+                                                 float* score) const {
   // ik: 8 lanes, position p = 8t + l accumulates into lane l with fused multiply-adds of q*w.
   float qx[8] = {}, q2[8] = {};
   for (int t = 0; t < kSubBlock / 8; ++t) {

@@ -69,7 +69,7 @@ struct Codebook {
   int num_clusters = 0;          // 256 (group 8: one bit per dimension) or 625 (group 4: 5 bins per dimension)
   // Seeds of each cluster (a multiple of 8, or empty: then the whole codebook is searched), and
   // their values in lane-major order: for each run of 8 candidates, value k of candidate c is at
-  // lanes[(run * group + k) * 8 + lane(c)] (see kLaneOf* in trellis_codebook.cpp).
+  // lanes[(run * group + k) * 8 + lane] (lane -> candidate: kCandOfLane* in trellis_codebook.cpp).
   std::vector<std::vector<int>> in_cluster;
   std::vector<std::vector<float>> lanes;
   std::vector<float> all_lanes;  // the same for the whole codebook

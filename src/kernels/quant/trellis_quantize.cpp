@@ -233,7 +233,7 @@ void quantize_row_iq1_kt(const float* x, uint8_t* dst, int n, const float* imatr
   const int nblock = n / kQK;
   std::vector<BlockIq1Kt> y(nblock);
   std::memset(y.data(), 0, y.size() * sizeof(BlockIq1Kt));
-  set_weights(nblock, x, imatrix, s.weights.data(), true);
+  set_weights(nblock, x, imatrix, s.weights.data(), /*vectorized=*/true);
   const float amax_row = max_abs(x, n);
   const float max_scale = amax_row > 0 ? first_pass_iq12(cb, true, nblock, x, s.weights.data(), amax_row,
                                                          s.scales.data(), s.idx.data())
@@ -271,7 +271,7 @@ void quantize_row_iq2_kt(const float* x, uint8_t* dst, int n, const float* imatr
   const int nblock = n / kQK;
   std::vector<BlockIq2Kt> y(nblock);
   std::memset(y.data(), 0, y.size() * sizeof(BlockIq2Kt));
-  set_weights(nblock, x, imatrix, s.weights.data(), true);
+  set_weights(nblock, x, imatrix, s.weights.data(), /*vectorized=*/true);
   const float amax_row = max_abs(x, n);
   const float max_scale = amax_row > 0 ? first_pass_iq12(cb, false, nblock, x, s.weights.data(), amax_row,
                                                          s.scales.data(), s.idx.data())
@@ -318,7 +318,7 @@ void quantize_row_iq3_kt(const float* x, uint8_t* dst, int n, const float* imatr
   const float amax_row = max_abs(x, n);
   if (amax_row == 0) return store_row(dst, 0.f, y.data(), y.size() * sizeof(BlockIq3Kt));
   float* w = s.weights.data();
-  set_weights(nblock, x, imatrix, w, false);
+  set_weights(nblock, x, imatrix, w, /*vectorized=*/false);  // ik's IQ3_KT build fuses here
 
   float amax_scale = 0, max_scale = 0;
   float xaux[kSubBlock];
@@ -376,6 +376,7 @@ void quantize_row_iq3_kt(const float* x, uint8_t* dst, int n, const float* imatr
         const int ls = std::clamp(nearest_int_fma(id, s.scales[ibl * kBlocks + ib]), 0, 15);
         const float dl = float(ls);
         for (int j = 0; j < kSubBlock; ++j) {
+          // ik's build vectorizes this loop as an in-order reduction: products rounded, not fused.
           const float q = dl * s.qtmp[base + j];
           sumqx += w[base + j] * std::abs(x[base + j]) * q;
           sumq2 += w[base + j] * q * q;
@@ -434,7 +435,7 @@ void quantize_row_iq4_kt(const float* x, uint8_t* dst, int n, const float* imatr
   std::vector<BlockIq4Kt> y(nblock);
   std::memset(y.data(), 0, y.size() * sizeof(BlockIq4Kt));
   float* w = s.weights.data();
-  set_weights(nblock, x, imatrix, w, true);
+  set_weights(nblock, x, imatrix, w, /*vectorized=*/true);
   const float amax_row = max_abs(x, n);
   if (amax_row == 0) return store_row(dst, 0.f, y.data(), y.size() * sizeof(BlockIq4Kt));
 
@@ -540,12 +541,36 @@ void quantize_row_iq4_kt(const float* x, uint8_t* dst, int n, const float* imatr
   store_row(dst, d, y.data(), y.size() * sizeof(BlockIq4Kt));
 }
 
+// ik's float sums overflow for rows with |x| beyond ~1e4 (the block score squares sum(w q x) with
+// w ~ x^2), giving wrong choices, Inf or NaN. Such rows (never seen in model weights) are quantized
+// scaled by a power of two and the row scale is scaled back: exact, except that ik's absolute
+// thresholds for near-zero blocks then apply to the scaled values.
+constexpr float kHugeRow = 4096.f;
+
 template <void (*Row)(const float*, uint8_t*, int, const float*, Scratch&), typename Block>
 void quantize_rows_impl(const float* src, void* dst, int64_t nrows, int64_t n, const float* imatrix, int group) {
   Scratch s(n, group);
+  std::vector<float> scaled;
   const size_t row_bytes = sizeof(float) + static_cast<size_t>(n / kQK) * sizeof(Block);
   uint8_t* out = static_cast<uint8_t*>(dst);
-  for (int64_t r = 0; r < nrows; ++r) Row(src + r * n, out + r * row_bytes, static_cast<int>(n), imatrix, s);
+  for (int64_t r = 0; r < nrows; ++r) {
+    const float* x = src + r * n;
+    uint8_t* y = out + r * row_bytes;
+    const float amax = max_abs(x, n);
+    if (!(amax > kHugeRow)) {
+      Row(x, y, static_cast<int>(n), imatrix, s);
+      continue;
+    }
+    int e = 0;
+    std::frexp(amax, &e);
+    scaled.resize(static_cast<size_t>(n));
+    for (int64_t j = 0; j < n; ++j) scaled[static_cast<size_t>(j)] = std::ldexp(x[j], -e);
+    Row(scaled.data(), y, static_cast<int>(n), imatrix, s);
+    float d;
+    std::memcpy(&d, y, sizeof(d));
+    d = std::ldexp(d, e);
+    std::memcpy(y, &d, sizeof(d));
+  }
 }
 
 }  // namespace

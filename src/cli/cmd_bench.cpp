@@ -1,0 +1,200 @@
+// `expertmesh bench`: prompt-processing and generation speed, printed as llama-bench's markdown
+// table (examples/llama-bench/llama-bench.cpp in the peer).
+//
+//   expertmesh bench -m MODEL [-p 512] [-n 128] [-t N] [-r 5] [-b 2048] [-ctk f16] [-ctv f16]
+//
+// Contract, as llama-bench measures:
+//   - one warm-up evaluation (a 1-token decode) before the timed runs;
+//   - ppN: per repetition, clear the KV cache and decode N tokens (BOS first when the vocabulary
+//     adds one, the rest pseudo-random with a fixed seed) in batches of -b, logits of the last row;
+//   - tgN: per repetition, clear the KV cache and decode N single tokens at positions 0..N-1;
+//   - t/s is tokens / seconds of each repetition; the table shows mean ± sample stddev over -r.
+// -p 0 or -n 0 skips that test. stdout gets only the table; progress notes go to stderr.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <random>
+
+#include <fmt/format.h>
+
+#include "cli/commands.h"
+#include "cli/flags.h"
+#include "coordinator/quantize/presets.h"
+#include "model/model.h"
+#include "worker/engine.h"
+
+namespace expertmesh::cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct TestResult {
+  std::string label;
+  std::vector<double> ts;  // tokens per second of each repetition
+};
+
+double mean(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return v.empty() ? 0.0 : s / static_cast<double>(v.size());
+}
+
+// Sample standard deviation (n - 1), 0 for fewer than two values, as llama-bench's stdev().
+double stdev(const std::vector<double>& v) {
+  if (v.size() < 2) return 0.0;
+  const double m = mean(v);
+  double sq = 0;
+  for (double x : v) sq += (x - m) * (x - m);
+  return std::sqrt(sq / static_cast<double>(v.size() - 1));
+}
+
+// llama_model_desc: "<arch> <size class> <file type>"; we do not classify sizes ("?B").
+std::string model_desc(const Model& m) {
+  std::string ftype;
+  if (auto ft = m.file().get_int("general.file_type"); ft.ok()) {
+    if (auto p = parse_quant_preset(std::to_string(*ft)); p.ok()) ftype = p->name;
+  }
+  if (ftype.empty()) {  // the type holding the most bytes
+    std::vector<int64_t> bytes(512, 0);
+    GgmlType best = GgmlType::F32;
+    for (const auto& t : m.file().tensors()) {
+      const auto i = static_cast<size_t>(t.type);
+      if (i < bytes.size() && (bytes[i] += t.nbytes) > bytes[static_cast<size_t>(best)]) best = t.type;
+    }
+    ftype = type_name(best);
+    for (auto& c : ftype) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  }
+  return fmt::format("{} ?B {}", m.hparams().arch_str, ftype);
+}
+
+Result<double> time_pp(worker::Engine& e, int64_t n, int64_t n_batch, int32_t bos, int64_t n_vocab, std::mt19937& rng,
+                       std::vector<float>& logits) {
+  e.clear();
+  std::vector<int32_t> toks(static_cast<size_t>(n));
+  for (auto& t : toks) t = static_cast<int32_t>(rng() % static_cast<uint32_t>(n_vocab));
+  if (bos >= 0) toks[0] = bos;
+  auto t0 = Clock::now();
+  for (int64_t b0 = 0; b0 < n; b0 += n_batch) {
+    const int64_t nb = std::min(n_batch, n - b0);
+    const int64_t last[1] = {nb - 1};
+    EM_RETURN_IF_ERROR(e.decode(std::span<const int32_t>(toks.data() + b0, static_cast<size_t>(nb)), last, logits.data()));
+  }
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+Result<double> time_tg(worker::Engine& e, int64_t n, int32_t bos, int64_t n_vocab, std::mt19937& rng,
+                       std::vector<float>& logits) {
+  e.clear();
+  int32_t tok = bos >= 0 ? bos : static_cast<int32_t>(rng() % static_cast<uint32_t>(n_vocab));
+  const int64_t row[1] = {0};
+  auto t0 = Clock::now();
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t one[1] = {tok};
+    EM_RETURN_IF_ERROR(e.decode(one, row, logits.data()));
+    tok = static_cast<int32_t>(rng() % static_cast<uint32_t>(n_vocab));
+  }
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+}  // namespace
+
+Status cmd_bench(RankContext& ctx, const std::vector<std::string>& args) {
+  std::string model_path;
+  int64_t n_prompt = 512, n_gen = 128, n_batch = 2048;
+  int reps = 5;
+  int threads = ctx.n_threads;
+  worker::EngineOptions eo;
+  FlagSet fs("bench", "prompt processing and generation speed, as llama-bench prints it");
+  fs.add_string({"-m", "--model"}, &model_path, "FILE", "model GGUF (first shard of a split model)");
+  fs.add_int({"-p", "--n-prompt"}, &n_prompt, "N", "prompt tokens of the pp test (default 512, 0 = skip)");
+  fs.add_int({"-n", "--n-gen"}, &n_gen, "N", "generated tokens of the tg test (default 128, 0 = skip)");
+  fs.add_int({"-b", "--batch-size"}, &n_batch, "N", "tokens per forward batch in pp (default 2048)");
+  fs.add_int({"-r", "--repetitions"}, &reps, "N", "repetitions of each test (default 5)");
+  fs.add_int({"-t", "--threads"}, &threads, "N", "compute threads");
+  auto kv_type = [](GgmlType* dst, const char* flag) {
+    return [dst, flag](const std::string& v) -> Status {
+      auto t = parse_type_name(v);
+      if (!t.ok()) return Status::InvalidArgument(fmt::format("{}: {}", flag, t.status().message()));
+      *dst = *t;
+      return Status::Ok();
+    };
+  };
+  fs.add_custom({"-ctk", "--cache-type-k"}, "TYPE", "KV cache type of K: f16 (default), q8_0, bf16, f32", kv_type(&eo.type_k, "-ctk"));
+  fs.add_custom({"-ctv", "--cache-type-v"}, "TYPE", "KV cache type of V: f16 (default), q8_0, bf16, f32", kv_type(&eo.type_v, "-ctv"));
+  EM_RETURN_IF_ERROR(fs.parse(args));
+  if (fs.help_requested()) {
+    if (ctx.is_root()) std::printf("%s", fs.usage().c_str());
+    return Status::Ok();
+  }
+  if (model_path.empty()) return Status::InvalidArgument("-m: a model is required");
+  if (n_prompt < 0) return Status::InvalidArgument(fmt::format("-p: must be >= 0, got {}", n_prompt));
+  if (n_gen < 0) return Status::InvalidArgument(fmt::format("-n: must be >= 0, got {}", n_gen));
+  if (n_prompt == 0 && n_gen == 0) return Status::InvalidArgument("-p/-n: nothing to measure (both 0)");
+  if (n_batch <= 0) return Status::InvalidArgument(fmt::format("-b: must be > 0, got {}", n_batch));
+  if (reps <= 0) return Status::InvalidArgument(fmt::format("-r: must be > 0, got {}", reps));
+  if (threads <= 0) return Status::InvalidArgument(fmt::format("-t: must be > 0, got {}", threads));
+  if (!ctx.is_root()) return Status::Ok();
+
+  EM_ASSIGN_OR_RETURN(auto model, Model::load(model_path));
+  const HParams& hp = model->hparams();
+  int32_t bos = -1;
+  if (auto add = model->file().find("tokenizer.ggml.add_bos_token"); add == nullptr || add->as_bool()) {
+    if (auto b = model->file().get_int("tokenizer.ggml.bos_token_id"); b.ok() && *b >= 0 && *b < hp.n_vocab)
+      bos = static_cast<int32_t>(*b);
+  }
+  eo.n_threads = threads;
+  eo.n_ctx = std::max<int64_t>({n_prompt, n_gen, 1});
+  EM_ASSIGN_OR_RETURN(auto engine, worker::Engine::create(*model, worker::full_plan(hp), eo));
+  std::fprintf(stderr, "bench: %s, %s kernels, %d threads\n", model_path.c_str(), engine->kernels().name, threads);
+
+  std::vector<float> logits(static_cast<size_t>(hp.n_vocab));
+  std::mt19937 rng(1234);
+  {  // warm-up
+    auto w = time_tg(*engine, 1, bos, hp.n_vocab, rng, logits);
+    if (!w.ok()) return w.status();
+  }
+  std::vector<TestResult> results;
+  if (n_prompt > 0) {
+    TestResult r{fmt::format("pp{}", n_prompt), {}};
+    for (int i = 0; i < reps; ++i) {
+      EM_ASSIGN_OR_RETURN(double s, time_pp(*engine, n_prompt, n_batch, bos, hp.n_vocab, rng, logits));
+      r.ts.push_back(static_cast<double>(n_prompt) / s);
+    }
+    results.push_back(std::move(r));
+  }
+  if (n_gen > 0) {
+    TestResult r{fmt::format("tg{}", n_gen), {}};
+    for (int i = 0; i < reps; ++i) {
+      EM_ASSIGN_OR_RETURN(double s, time_tg(*engine, n_gen, bos, hp.n_vocab, rng, logits));
+      r.ts.push_back(static_cast<double>(n_gen) / s);
+    }
+    results.push_back(std::move(r));
+  }
+
+  uint64_t size = 0, params = 0;
+  for (const auto& t : model->file().tensors()) {
+    size += static_cast<uint64_t>(t.nbytes);
+    params += static_cast<uint64_t>(t.n_elements());
+  }
+  const std::string size_s = size < 1024ull * 1024 * 1024 ? fmt::format("{:.2f} MiB", size / 1024.0 / 1024.0)
+                                                          : fmt::format("{:.2f} GiB", size / 1024.0 / 1024.0 / 1024.0);
+  const std::string params_s =
+      params < 1000ull * 1000 * 1000 ? fmt::format("{:.2f} M", params / 1e6) : fmt::format("{:.2f} B", params / 1e9);
+  const std::string desc = model_desc(*model);
+  // Column widths of llama-bench's markdown_printer (negative = left-aligned); "±" is 2 bytes.
+  std::printf("| %-30s | %10s | %10s | %-10s | %7s | %13s | %16s |\n", "model", "size", "params", "backend", "threads",
+              "test", "t/s");
+  std::printf("| %s- | %s: | %s: | %s- | %s: | %s: | %s: |\n", std::string(29, '-').c_str(), std::string(9, '-').c_str(),
+              std::string(9, '-').c_str(), std::string(9, '-').c_str(), std::string(6, '-').c_str(),
+              std::string(12, '-').c_str(), std::string(15, '-').c_str());
+  for (const auto& r : results) {
+    const std::string ts = fmt::format("{:.2f} ± {:.2f}", mean(r.ts), stdev(r.ts));
+    std::printf("| %-30s | %10s | %10s | %-10s | %7d | %13s | %17s |\n", desc.c_str(), size_s.c_str(), params_s.c_str(),
+                "CPU", threads, r.label.c_str(), ts.c_str());
+  }
+  std::fflush(stdout);
+  return Status::Ok();
+}
+
+}  // namespace expertmesh::cli

@@ -1,0 +1,159 @@
+// `expertmesh run`: text generation from a prompt, as the peer's llama-cli does it (non-interactive).
+//
+//   expertmesh run -m MODEL -p PROMPT [-n 128] [--temp 0.8] [--top-k 40] [--top-p 0.95] [--min-p 0.05]
+//                  [--seed S] [-t N] [-c CTX] [-ctk f16] [-ctv f16]
+//
+// Contract (matches llama-cli's stdout):
+//   - The prompt is tokenised with add_special = true (BOS when the vocabulary says add_bos) and
+//     parse_special = true, as llama-cli does.
+//   - stdout gets the prompt echo (token_to_piece of each prompt token, special = false, so BOS
+//     prints nothing and SPM's "▁Once" prints " Once"), then each generated token's piece as soon
+//     as it is sampled (flushed per token). Nothing else goes to stdout.
+//   - The prompt is evaluated in one decode() call; then one token per decode() with the KV cache.
+//   - Generation stops after -n tokens (-n < 0: until EOG or the context is full), at an
+//     end-of-generation token (not printed), or when the context is full (no context shifting;
+//     a note on stderr says so).
+//   - stderr gets the sampler settings and the prompt / generation speed lines.
+// -c 0 (default) sizes the context to min(n_ctx_train, prompt + n) tokens.
+// Single rank for now: rank 0 computes; other ranks (under mpirun) only agree on the outcome.
+#include <chrono>
+#include <cstdio>
+#include <random>
+
+#include <fmt/format.h>
+
+#include "cli/commands.h"
+#include "cli/flags.h"
+#include "model/model.h"
+#include "model/sampling.h"
+#include "model/tokenizer/tokenizer.h"
+#include "worker/engine.h"
+
+namespace expertmesh::cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+void print_speed(const char* what, int64_t n, double sec) {
+  const double ms = sec * 1e3;
+  std::fprintf(stderr, "run: %-11s = %10.2f ms / %5lld tokens (%8.2f ms per token, %8.2f tokens per second)\n", what, ms,
+               static_cast<long long>(n), n > 0 ? ms / static_cast<double>(n) : 0.0,
+               sec > 0 ? static_cast<double>(n) / sec : 0.0);
+}
+
+}  // namespace
+
+Status cmd_run(RankContext& ctx, const std::vector<std::string>& args) {
+  std::string model_path, prompt;
+  int64_t n_predict = 128, n_ctx = 0, seed = -1;
+  int threads = ctx.n_threads;
+  double temp = 0.8, top_p = 0.95, min_p = 0.05;
+  int top_k = 40;
+  worker::EngineOptions eo;
+  FlagSet fs("run", "generate text from a prompt, as llama-cli does");
+  fs.add_string({"-m", "--model"}, &model_path, "FILE", "model GGUF (first shard of a split model)");
+  fs.add_string({"-p", "--prompt"}, &prompt, "TEXT", "prompt to start generation from");
+  fs.add_int({"-n", "--n-predict"}, &n_predict, "N", "tokens to generate (default 128, -1 = until EOG or context full)");
+  fs.add_float({"--temp"}, &temp, "T", "temperature (default 0.8; 0 = greedy)");
+  fs.add_int({"--top-k"}, &top_k, "K", "top-k sampling (default 40, 0 = off)");
+  fs.add_float({"--top-p"}, &top_p, "P", "top-p sampling (default 0.95, 1.0 = off)");
+  fs.add_float({"--min-p"}, &min_p, "P", "min-p sampling (default 0.05, 0.0 = off)");
+  fs.add_int({"-s", "--seed"}, &seed, "S", "RNG seed (default -1 = random)");
+  fs.add_int({"-t", "--threads"}, &threads, "N", "compute threads");
+  fs.add_int({"-c", "--ctx-size"}, &n_ctx, "N", "context size (default 0 = min(n_ctx_train, prompt + n))");
+  auto kv_type = [](GgmlType* dst, const char* flag) {
+    return [dst, flag](const std::string& v) -> Status {
+      auto t = parse_type_name(v);
+      if (!t.ok()) return Status::InvalidArgument(fmt::format("{}: {}", flag, t.status().message()));
+      *dst = *t;
+      return Status::Ok();
+    };
+  };
+  fs.add_custom({"-ctk", "--cache-type-k"}, "TYPE", "KV cache type of K: f16 (default), q8_0, bf16, f32", kv_type(&eo.type_k, "-ctk"));
+  fs.add_custom({"-ctv", "--cache-type-v"}, "TYPE", "KV cache type of V: f16 (default), q8_0, bf16, f32", kv_type(&eo.type_v, "-ctv"));
+  EM_RETURN_IF_ERROR(fs.parse(args));
+  if (fs.help_requested()) {
+    if (ctx.is_root()) std::printf("%s", fs.usage().c_str());
+    return Status::Ok();
+  }
+  if (model_path.empty()) return Status::InvalidArgument("-m: a model is required");
+  if (prompt.empty()) return Status::InvalidArgument("-p: a prompt is required");
+  if (threads <= 0) return Status::InvalidArgument(fmt::format("-t: must be > 0, got {}", threads));
+  if (n_ctx < 0) return Status::InvalidArgument(fmt::format("-c: must be >= 0, got {}", n_ctx));
+  if (top_p <= 0.0 || top_p > 1.0) return Status::InvalidArgument(fmt::format("--top-p: must be in (0, 1], got {}", top_p));
+  if (min_p < 0.0 || min_p > 1.0) return Status::InvalidArgument(fmt::format("--min-p: must be in [0, 1], got {}", min_p));
+  if (seed < -1 || seed > 0xFFFFFFFFll) return Status::InvalidArgument(fmt::format("--seed: must be -1 or a 32-bit unsigned value, got {}", seed));
+  if (!ctx.is_root()) return Status::Ok();
+
+  EM_ASSIGN_OR_RETURN(auto model, Model::load(model_path));
+  EM_ASSIGN_OR_RETURN(auto tok, Tokenizer::from_gguf(model->file()));
+  const std::vector<int32_t> prompt_ids = tok->encode(prompt, /*add_special=*/true, /*parse_special=*/true);
+  if (prompt_ids.empty()) return Status::InvalidArgument(fmt::format("-p: the prompt gives no tokens with {}'s vocabulary", model_path));
+
+  const int64_t n_prompt = static_cast<int64_t>(prompt_ids.size());
+  if (n_ctx == 0) {
+    const int64_t train = model->hparams().n_ctx_train > 0 ? model->hparams().n_ctx_train : 4096;
+    n_ctx = n_predict < 0 ? train : std::min(train, n_prompt + n_predict);
+  }
+  if (n_prompt > n_ctx)
+    return Status::InvalidArgument(fmt::format("-p: the prompt has {} tokens, more than the context size {} (-c)", n_prompt, n_ctx));
+  eo.n_threads = threads;
+  eo.n_ctx = n_ctx;
+  EM_ASSIGN_OR_RETURN(auto engine, worker::Engine::create(*model, worker::full_plan(model->hparams()), eo));
+
+  SamplingParams sp;
+  sp.temp = static_cast<float>(temp);
+  sp.top_k = top_k;
+  sp.top_p = static_cast<float>(top_p);
+  sp.min_p = static_cast<float>(min_p);
+  sp.seed = seed < 0 ? std::random_device{}() : static_cast<uint32_t>(seed);
+  Sampler sampler(sp);
+  std::fprintf(stderr, "run: %s, %s kernels, %d threads, n_ctx = %lld, prompt %lld tokens\n", model_path.c_str(),
+               engine->kernels().name, threads, static_cast<long long>(n_ctx), static_cast<long long>(n_prompt));
+  if (sp.temp <= 0.0f) {
+    std::fprintf(stderr, "run: sampling: greedy (temp = %.3f)\n", sp.temp);
+  } else {
+    std::fprintf(stderr, "run: sampling: top_k = %d -> top_p = %.3f -> min_p = %.3f -> temp = %.3f, seed = %u\n", sp.top_k,
+                 sp.top_p, sp.min_p, sp.temp, sp.seed);
+  }
+
+  for (int32_t id : prompt_ids) std::fputs(tok->token_to_piece(id, /*special=*/false).c_str(), stdout);
+  std::fflush(stdout);
+
+  std::vector<float> logits(static_cast<size_t>(model->hparams().n_vocab));  // one row, as decode() writes it
+  const int64_t last_row[1] = {n_prompt - 1};
+  auto t0 = Clock::now();
+  EM_RETURN_IF_ERROR(engine->decode(prompt_ids, last_row, logits.data()));
+  const double t_prompt = seconds_since(t0);
+
+  int64_t n_gen = 0, n_eval = 0;
+  double t_gen = 0;
+  const int64_t zero_row[1] = {0};
+  while (n_predict < 0 || n_gen < n_predict) {
+    const int32_t id = sampler.sample(logits);
+    ++n_gen;
+    if (tok->is_eog(id)) break;
+    std::fputs(tok->token_to_piece(id, /*special=*/false).c_str(), stdout);
+    std::fflush(stdout);
+    if (n_predict >= 0 && n_gen >= n_predict) break;  // the last token needs no evaluation
+    if (engine->n_past() >= engine->n_ctx()) {
+      std::fprintf(stderr, "\nrun: context full (%lld tokens, -c); stopping\n", static_cast<long long>(engine->n_ctx()));
+      break;
+    }
+    const int32_t one[1] = {id};
+    auto t1 = Clock::now();
+    EM_RETURN_IF_ERROR(engine->decode(one, zero_row, logits.data()));
+    t_gen += seconds_since(t1);
+    ++n_eval;
+  }
+  std::fputs("\n", stderr);
+  print_speed("prompt eval", n_prompt, t_prompt);
+  print_speed("eval", n_eval, t_gen);
+  std::fprintf(stderr, "run: generated %lld tokens\n", static_cast<long long>(n_gen));
+  return Status::Ok();
+}
+
+}  // namespace expertmesh::cli

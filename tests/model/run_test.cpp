@@ -1,0 +1,53 @@
+// `expertmesh run` (issue 4 acceptance): greedy generation on the golden stories260K model prints
+// exactly the peer's llama-cli output (data/stories260K-greedy.txt: the prompt echo " Once upon a
+// time" followed by 128 generated tokens), and flag / file errors name the culprit.
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "tests/cli/cli_test_util.h"
+#include "tests/common/golden.h"
+
+namespace expertmesh {
+namespace {
+
+using testing::expertmesh_binary;
+using testing::golden_dir;
+using testing::read_text;
+using testing::run_command;
+using testing::shell_quote;
+
+TEST(RunGolden, Stories260KGreedyMatchesPeer) {
+  EM_REQUIRE_GOLDEN();
+  const auto g = golden_dir();
+  const auto tmp = testing::temp_dir("run-greedy");
+  const auto out_path = tmp / "stdout.txt";
+  const auto err_path = tmp / "stderr.txt";
+  std::string ignored;
+  // run_command appends 2>&1; the subshell keeps stdout and stderr in their own files.
+  const std::string cmd = "(" + shell_quote(expertmesh_binary().string()) + " run -m " +
+                          shell_quote((g / "models" / "stories260K-f32.gguf").string()) +
+                          " -p 'Once upon a time' -n 128 --temp 0 -t 2 > " + shell_quote(out_path.string()) + " 2> " +
+                          shell_quote(err_path.string()) + ")";
+  const int rc = run_command(cmd, &ignored);
+  const std::string err = read_text(err_path);
+  ASSERT_EQ(rc, 0) << err;
+  std::string got = read_text(out_path);
+  std::string want = read_text(g / "data" / "stories260K-greedy.txt");
+  // Byte-exact: the 128th generated token is itself the final "\n" of the file.
+  EXPECT_EQ(got, want) << "stderr:\n" << err;
+  EXPECT_NE(err.find("tokens per second"), std::string::npos) << err;
+}
+
+TEST(RunErrors, NamesMissingModelAndBadFlag) {
+  std::string out;
+  EXPECT_NE(testing::run_expertmesh({"run", "-m", "/nonexistent/model.gguf", "-p", "hi"}, &out), 0);
+  EXPECT_NE(out.find("/nonexistent/model.gguf"), std::string::npos) << out;
+  EXPECT_NE(testing::run_expertmesh({"run", "-m", "x.gguf", "-p", "hi", "--top-p", "abc"}, &out), 0);
+  EXPECT_NE(out.find("--top-p"), std::string::npos) << out;
+  EXPECT_NE(testing::run_expertmesh({"run", "-p", "hi"}, &out), 0);
+  EXPECT_NE(out.find("-m"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace expertmesh
