@@ -52,11 +52,25 @@ else
   step "skipped: this build has no 'quantize' subcommand yet"
 fi
 
-# ---- 4. generate text on 2 ranks (to enable when `run` lands) ----------------------------------
-#   "${EM_MPIRUN[@]}" -np 2 "$EM" run -m "$QMODEL" -p "Once upon a time" -n 32 --temp 0
+# ---- 4. generate text on 2 ranks --------------------------------------------------------------
+# The weights are random, so the text is gibberish; what matters is that 2 ranks produce it.
+if has_cmd run; then
+  step "mpirun -np 2 expertmesh run -m $QMODEL -p 'Once upon a time' -n 32 --temp 0"
+  "${EM_MPIRUN[@]}" -np 2 "$EM" run -m "$QMODEL" -p "Once upon a time" -n 32 --temp 0
+else
+  step "skipped: this build has no 'run' subcommand yet"
+fi
 
-# ---- 5. perplexity on 2 ranks (to enable when `perplexity` lands) ------------------------------
-#   "${EM_MPIRUN[@]}" -np 2 "$EM" perplexity -m "$QMODEL" -f ../shared/golden/data/wiki.test.raw -c 128 --chunks 4
+# ---- 5. perplexity on 2 ranks -----------------------------------------------------------------
+# On wikitext-2 when ../shared is beside the repository, else on this README.
+TEXT=../shared/golden/data/wiki.test.raw
+[[ -f "$TEXT" ]] || TEXT=README.md
+if has_cmd perplexity; then
+  step "mpirun -np 2 expertmesh perplexity -m $QMODEL -f $TEXT -c 128 --chunks 4"
+  "${EM_MPIRUN[@]}" -np 2 "$EM" perplexity -m "$QMODEL" -f "$TEXT" -c 128 --chunks 4
+else
+  step "skipped: this build has no 'perplexity' subcommand yet"
+fi
 
 step "quick start done: binary $EM, model $MODEL"
 echo "next: ./launch/test.sh runs the test suite"

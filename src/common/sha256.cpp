@@ -48,6 +48,7 @@ void Sha256::block(const uint8_t* p) {
 }
 
 void Sha256::update(const void* data, size_t len) {
+  if (len == 0) return;  // also makes update(nullptr, 0) well-defined
   const uint8_t* p = static_cast<const uint8_t*>(data);
   total_ += len;
   if (buf_len_ > 0) {

@@ -19,11 +19,11 @@
 #include "model/types.h"
 #include "tests/common/golden.h"
 #include "tests/quant/golden_quant.h"
+#include "tests/quant/quant_test_util.h"
 
 namespace expertmesh::testing {
 namespace {
 
-GgmlType type_of(const std::string& name) { return parse_type_name(name).value(); }
 std::string param_name(const ::testing::TestParamInfo<const char*>& info) { return std::string(info.param); }
 
 // Interleaved types with a zoo-R-plain golden file whose base type also has one (check_repack
@@ -92,7 +92,9 @@ TEST_P(InterleaveGolden, QuantizeMatchesPeer) {
   EM_REQUIRE_GOLDEN();
   const QuantizeReport rep = check_quantize(GetParam(), "plain");
   const QuantizeReport base = check_quantize(type_upper_name(type_traits(type_of(GetParam()))->base), "plain");
-  if (base.identical == base.tensors) EXPECT_EQ(rep.identical, rep.tensors);
+  if (base.identical == base.tensors) {
+    EXPECT_EQ(rep.identical, rep.tensors);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, InterleaveGolden, ::testing::ValuesIn(kGoldenRepack), param_name);
@@ -205,18 +207,6 @@ TEST_P(InterleaveRoundTrip, DequantizeMatchesBase) {
   EXPECT_EQ(0, std::memcmp(ours.data(), ref.data(), ours.size() * sizeof(float)));
 }
 
-std::vector<float> random_rows(int64_t nrows, int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> nd(0.f, 1.f);
-  std::uniform_real_distribution<float> scale(0.2f, 5.f);
-  std::vector<float> x(static_cast<size_t>(nrows * n));
-  for (int64_t r = 0; r < nrows; ++r) {
-    const float s = scale(rng);
-    for (int64_t j = 0; j < n; ++j) x[static_cast<size_t>(r * n + j)] = s * nd(rng);
-  }
-  return x;
-}
-
 // quantize(R) == repack(quantize(base)), for 1 and 3 threads, without and with imatrix weights
 // (positive weights on non-zero data: the peer's QHelper sanitising does not change them).
 TEST_P(InterleaveRoundTrip, QuantizeIsRepackOfBase) {
@@ -225,11 +215,8 @@ TEST_P(InterleaveRoundTrip, QuantizeIsRepackOfBase) {
   const quant::QuantFns& f = quant::quant_fns(r);
   if (!f.quantize) GTEST_SKIP() << GetParam() << ": no quantizer (base type not available)";
   const int64_t nrows = 4 * tt->interleave;
-  const std::vector<float> x = random_rows(nrows, kCols, 3);
-  std::vector<float> w(static_cast<size_t>(kCols));
-  std::mt19937 rng(5);
-  std::uniform_real_distribution<float> wd(0.1f, 3.f);
-  for (auto& v : w) v = wd(rng);
+  const std::vector<float> x = random_rows(nrows, kCols, 3, RowDist::kUniformScale);
+  const std::vector<float> w = uniform_imatrix(kCols, 5);
   for (const float* imatrix : {static_cast<const float*>(nullptr), static_cast<const float*>(w.data())}) {
     SCOPED_TRACE(imatrix ? "imatrix" : "no imatrix");
     const size_t bytes = static_cast<size_t>(row_size(r, kCols) * nrows);
@@ -323,13 +310,11 @@ TEST_P(InterleaveRoundTrip, ZeroAndHugeRowsStayFinite) {
   const float* imatrix = quant::quant_fns(r).needs_imatrix ? w.data() : nullptr;
   for (float magnitude : {0.f, 1e-30f, 3e4f}) {
     SCOPED_TRACE(magnitude);
-    std::vector<float> x = random_rows(nrows, kCols, 9);
+    std::vector<float> x = random_rows(nrows, kCols, 9, RowDist::kUniformScale);
     for (auto& v : x) v *= magnitude;
-    std::vector<uint8_t> q(static_cast<size_t>(row_size(r, kCols) * nrows));
-    ASSERT_TRUE(quant::quantize_rows(r, x.data(), q.data(), nrows, kCols, imatrix, 2).ok());
-    std::vector<float> y(x.size());
-    ASSERT_TRUE(quant::dequantize_rows(r, q.data(), y.data(), nrows, kCols, 2).ok());
-    for (float v : y) ASSERT_TRUE(std::isfinite(v));
+    const RoundTrip rt = round_trip(r, x, nrows, kCols, imatrix, 2, 2);
+    ASSERT_TRUE(rt.ok);
+    ASSERT_TRUE(all_finite(rt.y));
   }
 }
 

@@ -73,8 +73,8 @@ TEST(Iq1R4, RegisteredWithoutImatrixRequirement) {
   }
 }
 
-// Budgets: measured on this data (worst of plain / imatrix: IQ1_S_R4 0.254, IQ1_M_R4 0.190)
-// with ~25% headroom; the non-interleaved IQ1_S / IQ1_M land at 0.258 / 0.316 on the same
+// Budgets: measured on this data (worst of plain / imatrix: IQ1_S_R4 0.242, IQ1_M_R4 0.222)
+// with ~25-30% headroom; the non-interleaved IQ1_S / IQ1_M land at 0.258 / 0.316 on the same
 // generator. A broken quantizer is far off (all-zero output scores 1.0).
 TEST(Iq1R4, RoundTripWithinBudget) {
   constexpr int64_t kRows = 16, kN = 1024;
@@ -88,7 +88,7 @@ TEST(Iq1R4, RoundTripWithinBudget) {
   const struct {
     GgmlType type;
     double max_nmse;
-  } budgets[] = {{GgmlType::IQ1_S_R4, 0.32}, {GgmlType::IQ1_M_R4, 0.24}};
+  } budgets[] = {{GgmlType::IQ1_S_R4, 0.32}, {GgmlType::IQ1_M_R4, 0.28}};
   for (const auto& b : budgets) {
     SCOPED_TRACE(type_name(b.type));
     for (const float* im : {static_cast<const float*>(nullptr), imatrix.data()}) {
@@ -168,7 +168,7 @@ TEST(Iq1R4, DeterministicAcrossThreads) {
 
 TEST(Iq1R4, EdgeRowsStayFinite) {
   constexpr int64_t kN = 256;
-  std::vector<float> rows;  // 8 rows: two 4-row groups
+  std::vector<float> rows;           // 8 rows: two 4-row groups
   rows.insert(rows.end(), kN, 0.f);  // all zeros
   const std::vector<float> g = gaussian_rows(1, kN, 5);
   for (float scale : {1e-30f, 1e-20f, 1e-12f, 1e12f, 1e18f}) {  // tiny and huge magnitudes
@@ -190,18 +190,22 @@ TEST(Iq1R4, EdgeRowsStayFinite) {
   for (int64_t j = 0; j < kN; j += 37) sparse_imatrix[j] = 1.f;
   for (GgmlType t : kTypes) {
     SCOPED_TRACE(type_name(t));
-    for (const float* im : {static_cast<const float*>(nullptr), ones.data(), sparse_imatrix.data()}) {
+    for (const float* im :
+         {static_cast<const float*>(nullptr), ones.data(), static_cast<const float*>(sparse_imatrix.data())}) {
       const auto q = quantize(t, rows, kRows, kN, im, 2);
       const auto y = dequantize(t, q, kRows, kN);
       for (size_t i = 0; i < y.size(); ++i) ASSERT_TRUE(std::isfinite(y[i])) << "element " << i;
       // An all-zero row decodes to zeros (row scale 0).
       for (int64_t j = 0; j < kN; ++j) EXPECT_EQ(y[static_cast<size_t>(j)], 0.f);
-      // The mixed row still reconstructs sensibly. (Blocks with sum x^2 < 1e-14, as in the
-      // tiny rows, are stored as zeros, as the peer does; beyond fp16 range the row scale
-      // saturates.)
-      const std::vector<float> xr(rows.begin() + 7 * kN, rows.end());
-      const std::vector<float> yr(y.begin() + 7 * kN, y.end());
-      EXPECT_LT(nmse(xr, yr), 0.6);
+      // The mixed row still reconstructs sensibly where the weights allow it (with the sparse
+      // imatrix most columns carry no weight and are left unconstrained, as in the peer).
+      // Blocks with sum x^2 < 1e-14, as in the tiny rows, are stored as zeros, as the peer
+      // does; beyond fp16 range the row scale saturates.
+      if (im != sparse_imatrix.data()) {
+        const std::vector<float> xr(rows.begin() + 7 * kN, rows.end());
+        const std::vector<float> yr(y.begin() + 7 * kN, y.end());
+        EXPECT_LT(nmse(xr, yr), 0.3) << (im ? "imatrix of ones" : "no imatrix");
+      }
     }
   }
 }

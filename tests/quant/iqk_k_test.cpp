@@ -14,13 +14,12 @@
 #include "model/types.h"
 #include "tests/common/golden.h"
 #include "tests/quant/golden_quant.h"
+#include "tests/quant/quant_test_util.h"
 
 namespace expertmesh::testing {
 namespace {
 
 const char* const kTypes[] = {"IQ2_K", "IQ3_K", "IQ4_K", "IQ5_K", "IQ6_K", "IQ2_KL"};
-
-GgmlType type_of(const char* name) { return parse_type_name(name).value(); }
 
 // ---- golden -------------------------------------------------------------------------------------
 
@@ -52,46 +51,6 @@ INSTANTIATE_TEST_SUITE_P(Types, IqkKQuantize, ::testing::ValuesIn(kTypes),
 
 // ---- random data --------------------------------------------------------------------------------
 
-std::vector<float> gaussian_rows(int64_t nrows, int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.f, 1.f);
-  std::vector<float> x(static_cast<size_t>(nrows * n));
-  for (int64_t r = 0; r < nrows; ++r) {
-    const float row_scale = std::exp(dist(rng) * 0.5f) * 0.02f;  // rows of different magnitude
-    for (int64_t j = 0; j < n; ++j) x[static_cast<size_t>(r * n + j)] = dist(rng) * row_scale;
-  }
-  return x;
-}
-
-std::vector<float> imatrix_like(int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(0.1f, 3.f);
-  std::vector<float> w(static_cast<size_t>(n));
-  for (auto& v : w) v = u(rng);
-  return w;
-}
-
-std::vector<uint8_t> quantize(GgmlType t, const std::vector<float>& x, int64_t nrows, int64_t n, const float* imatrix,
-                              int threads) {
-  std::vector<uint8_t> q(static_cast<size_t>(row_size(t, n) * nrows));
-  Status s = quant::quantize_rows(t, x.data(), q.data(), nrows, n, imatrix, threads);
-  EXPECT_TRUE(s.ok()) << s.to_string();
-  return q;
-}
-
-std::vector<float> dequantize(GgmlType t, const std::vector<uint8_t>& q, int64_t nrows, int64_t n) {
-  std::vector<float> y(static_cast<size_t>(nrows * n));
-  Status s = quant::dequantize_rows(t, q.data(), y.data(), nrows, n, 1);
-  EXPECT_TRUE(s.ok()) << s.to_string();
-  return y;
-}
-
-bool all_finite(const std::vector<float>& y) {
-  for (float v : y)
-    if (!std::isfinite(v)) return false;
-  return true;
-}
-
 struct Budget {
   const char* type;
   double max_nmse;     // sum (x - y)² / sum x²
@@ -109,16 +68,9 @@ const Budget kBudgets[] = {
 
 TEST(IqkKRandom, RoundTripWithinBudget) {
   constexpr int64_t kRows = 16, kN = 1024;
-  const std::vector<float> x = gaussian_rows(kRows, kN, 1234);
-  double mean = 0, var = 0, amax = 0;
-  for (float v : x) mean += v;
-  mean /= double(x.size());
-  for (float v : x) {
-    var += (v - mean) * (v - mean);
-    amax = std::max(amax, double(std::fabs(v)));
-  }
-  ASSERT_GT(var, 0.0) << "random input has no variance";
-  const std::vector<float> imatrix = imatrix_like(kN, 99);
+  const std::vector<float> x = random_rows(kRows, kN, 1234, RowDist::kSmallLogNormal);
+  ASSERT_GT(sum_sq_dev(x), 0.0) << "random input has no variance";
+  const std::vector<float> imatrix = uniform_imatrix(kN, 99);
 
   for (const Budget& b : kBudgets) {
     SCOPED_TRACE(b.type);
@@ -126,31 +78,24 @@ TEST(IqkKRandom, RoundTripWithinBudget) {
     for (const float* im : {static_cast<const float*>(nullptr), imatrix.data()}) {
       const auto y = dequantize(t, quantize(t, x, kRows, kN, im, 1), kRows, kN);
       ASSERT_TRUE(all_finite(y));
-      double num = 0, den = 0, max_err = 0;
-      for (size_t i = 0; i < x.size(); ++i) {
-        const double d = double(x[i]) - double(y[i]);
-        num += d * d;
-        den += double(x[i]) * x[i];
-        max_err = std::max(max_err, std::fabs(d));
-      }
-      const double nmse = num / den;
+      const RoundTripStats st = round_trip_stats(x, y, kRows, kN);
       std::printf("[roundtrip %-6s %s] nmse %.6f (budget %.5f), max |err| / max |x| %.4f (budget %.3f)\n", b.type,
-                  im ? "imat " : "plain", nmse, b.max_nmse, max_err / amax, b.max_abs_rel);
-      EXPECT_LE(nmse, b.max_nmse);
-      EXPECT_LE(max_err / amax, b.max_abs_rel);
+                  im ? "imat " : "plain", st.nmse, b.max_nmse, st.max_rel_all, b.max_abs_rel);
+      EXPECT_LE(st.nmse, b.max_nmse);
+      EXPECT_LE(st.max_rel_all, b.max_abs_rel);
     }
   }
 }
 
 TEST(IqkKRandom, DeterministicAcrossThreads) {
   constexpr int64_t kRows = 12, kN = 512;
-  const std::vector<float> x = gaussian_rows(kRows, kN, 77);
-  const std::vector<float> imatrix = imatrix_like(kN, 7);
+  const std::vector<float> x = random_rows(kRows, kN, 77, RowDist::kSmallLogNormal);
+  const std::vector<float> imatrix = uniform_imatrix(kN, 7);
   for (const char* name : kTypes) {
     SCOPED_TRACE(name);
     const GgmlType t = type_of(name);
     for (const float* im : {static_cast<const float*>(nullptr), imatrix.data()}) {
-      EXPECT_EQ(quantize(t, x, kRows, kN, im, 1), quantize(t, x, kRows, kN, im, 3));
+      expect_deterministic(t, x, kRows, kN, im);
     }
   }
 }
@@ -159,13 +104,9 @@ TEST(IqkKRandom, EdgeCasesStayFinite) {
   constexpr int64_t kN = 512;
   std::vector<std::vector<float>> rows;
   rows.push_back(std::vector<float>(kN, 0.f));  // all zeros
-  const std::vector<float> g = gaussian_rows(1, kN, 5);
+  const std::vector<float> g = random_rows(1, kN, 5, RowDist::kSmallLogNormal);
   // Tiny to large magnitudes (large: the fp16 super-scales must stay finite, |x| up to ~1e5).
-  for (float scale : {1e-30f, 1e-15f, 1e-8f, 1e3f, 1e5f}) {
-    std::vector<float> r(g);
-    for (auto& v : r) v *= scale / 0.02f;
-    rows.push_back(r);
-  }
+  append_scaled(&rows, g, {1e-30f, 1e-15f, 1e-8f, 1e3f, 1e5f}, 0.02f);
   std::vector<float> spike(kN, 1e-3f);  // one outlier dominating its blocks
   spike[37] = 50.f;
   rows.push_back(spike);
@@ -176,20 +117,10 @@ TEST(IqkKRandom, EdgeCasesStayFinite) {
   rows.push_back(constant);
 
   std::vector<float> zero_imatrix(kN, 0.f);  // sanitised per block to tiny uniform weights
-  const std::vector<float> imatrix = imatrix_like(kN, 3);
+  const std::vector<float> imatrix = uniform_imatrix(kN, 3);
   for (const char* name : kTypes) {
-    const GgmlType t = type_of(name);
-    for (size_t i = 0; i < rows.size(); ++i) {
-      for (const float* im : {static_cast<const float*>(nullptr), imatrix.data(),
-                              static_cast<const float*>(zero_imatrix.data())}) {
-        SCOPED_TRACE(std::string(name) + " edge row " + std::to_string(i) + (im ? " imatrix" : ""));
-        const auto y = dequantize(t, quantize(t, rows[i], 1, kN, im, 1), 1, kN);
-        EXPECT_TRUE(all_finite(y));
-        if (i == 0) {
-          for (float v : y) ASSERT_EQ(v, 0.f);
-        }
-      }
-    }
+    ASSERT_NO_FATAL_FAILURE(
+        expect_finite_on_rows(type_of(name), rows, {nullptr, imatrix.data(), zero_imatrix.data()}));
   }
 }
 

@@ -14,13 +14,12 @@
 #include "model/types.h"
 #include "tests/common/golden.h"
 #include "tests/quant/golden_quant.h"
+#include "tests/quant/quant_test_util.h"
 
 namespace expertmesh::testing {
 namespace {
 
 const char* const kTypes[] = {"Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"};
-
-GgmlType type_of(const std::string& name) { return parse_type_name(name).value(); }
 
 TEST(KQuantsGolden, DequantizeBitExact) {
   EM_REQUIRE_GOLDEN();
@@ -63,17 +62,6 @@ const Budget kBudgets[] = {
     {"Q5_K", 0.0018, 0.10},  {"Q6_K", 0.00045, 0.06}, {"Q8_K", 0.00006, 0.005},
 };
 
-std::vector<float> random_rows(int64_t nrows, int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.f, 1.f);
-  std::vector<float> x(static_cast<size_t>(nrows * n));
-  for (int64_t r = 0; r < nrows; ++r) {
-    const float row_scale = std::exp(dist(rng));  // rows of different magnitude, like real weights
-    for (int64_t c = 0; c < n; ++c) x[static_cast<size_t>(r * n + c)] = row_scale * dist(rng);
-  }
-  return x;
-}
-
 std::vector<float> random_imatrix(int64_t n, uint32_t seed) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> dist(0.01f, 2.f);
@@ -82,65 +70,35 @@ std::vector<float> random_imatrix(int64_t n, uint32_t seed) {
   return w;
 }
 
-std::vector<uint8_t> quantize(GgmlType t, const std::vector<float>& x, int64_t nrows, int64_t n, const float* imatrix,
-                              int threads) {
-  std::vector<uint8_t> q(static_cast<size_t>(row_size(t, n) * nrows));
-  Status s = quant::quantize_rows(t, x.data(), q.data(), nrows, n, imatrix, threads);
-  EXPECT_TRUE(s.ok()) << s.to_string();
-  return q;
-}
-
-std::vector<float> dequantize(GgmlType t, const std::vector<uint8_t>& q, int64_t nrows, int64_t n) {
-  std::vector<float> y(static_cast<size_t>(nrows * n));
-  Status s = quant::dequantize_rows(t, q.data(), y.data(), nrows, n, 1);
-  EXPECT_TRUE(s.ok()) << s.to_string();
-  return y;
-}
-
 class KQuantsRandom : public ::testing::TestWithParam<Budget> {};
 
 TEST_P(KQuantsRandom, RoundTripWithinBudget) {
   const Budget b = GetParam();
   const GgmlType t = type_of(b.type);
   const int64_t nrows = 24, n = 1024;
-  const auto x = random_rows(nrows, n, 1234);
-  double mean = 0, var = 0;
-  for (float v : x) mean += v;
-  mean /= double(x.size());
-  for (float v : x) var += (v - mean) * (v - mean);
-  ASSERT_GT(var / double(x.size()), 0.1) << "test input must have non-zero variance";
+  const auto x = random_rows(nrows, n, 1234, RowDist::kLogNormal);
+  ASSERT_GT(sum_sq_dev(x) / double(x.size()), 0.1) << "test input must have non-zero variance";
 
   const auto w = random_imatrix(n, 99);
   for (const float* imatrix : {static_cast<const float*>(nullptr), w.data()}) {
     SCOPED_TRACE(std::string(b.type) + (imatrix ? " imatrix" : " plain"));
     const auto y = dequantize(t, quantize(t, x, nrows, n, imatrix, 1), nrows, n);
-    double err = 0, ref = 0, worst_rel = 0;
-    for (int64_t r = 0; r < nrows; ++r) {
-      double amax = 0;
-      for (int64_t c = 0; c < n; ++c) amax = std::max(amax, double(std::fabs(x[size_t(r * n + c)])));
-      for (int64_t c = 0; c < n; ++c) {
-        const size_t i = size_t(r * n + c);
-        ASSERT_TRUE(std::isfinite(y[i]));
-        const double d = double(y[i]) - double(x[i]);
-        err += d * d;
-        ref += double(x[i]) * double(x[i]);
-        worst_rel = std::max(worst_rel, std::fabs(d) / amax);
-      }
-    }
+    ASSERT_TRUE(all_finite(y));
+    const RoundTripStats st = round_trip_stats(x, y, nrows, n);
     std::printf("[round-trip %-5s %-7s] nmse %.6f  max rel err %.4f\n", b.type, imatrix ? "imatrix" : "plain",
-                err / ref, worst_rel);
-    EXPECT_LE(err / ref, b.max_nmse);
-    EXPECT_LE(worst_rel, b.max_rel_err);
+                st.nmse, st.max_rel_row);
+    EXPECT_LE(st.nmse, b.max_nmse);
+    EXPECT_LE(st.max_rel_row, b.max_rel_err);
   }
 }
 
 TEST_P(KQuantsRandom, DeterministicAcrossThreads) {
   const GgmlType t = type_of(GetParam().type);
   const int64_t nrows = 13, n = 512;
-  const auto x = random_rows(nrows, n, 77);
+  const auto x = random_rows(nrows, n, 77, RowDist::kLogNormal);
   const auto w = random_imatrix(n, 5);
   for (const float* imatrix : {static_cast<const float*>(nullptr), w.data()}) {
-    EXPECT_EQ(quantize(t, x, nrows, n, imatrix, 1), quantize(t, x, nrows, n, imatrix, 3));
+    expect_deterministic(t, x, nrows, n, imatrix);
   }
 }
 
@@ -153,9 +111,9 @@ TEST_P(KQuantsRandom, DegenerateRows) {
   const int64_t n = 512;
   std::vector<std::vector<float>> rows;
   rows.emplace_back(n, 0.f);
-  rows.push_back(random_rows(1, n, 3));
+  rows.push_back(random_rows(1, n, 3, RowDist::kLogNormal));
   for (auto& v : rows.back()) v *= 1e4f;
-  rows.push_back(random_rows(1, n, 4));
+  rows.push_back(random_rows(1, n, 4, RowDist::kLogNormal));
   for (auto& v : rows.back()) v *= 1e-30f;
   rows.emplace_back(n, 0.f);
   rows.back()[77] = 1000.f;
@@ -163,18 +121,9 @@ TEST_P(KQuantsRandom, DegenerateRows) {
   rows.emplace_back(n, 0.f);
   for (int64_t c = 0; c < n; ++c) rows.back()[size_t(c)] = float(int(c % 3) - 1) * 0.25f;
   const auto w = random_imatrix(n, 8);
-  for (size_t k = 0; k < rows.size(); ++k) {
-    for (const float* imatrix : {static_cast<const float*>(nullptr), w.data()}) {
-      SCOPED_TRACE("row kind " + std::to_string(k) + (imatrix ? " imatrix" : " plain"));
-      const auto y = dequantize(t, quantize(t, rows[k], 1, n, imatrix, 1), 1, n);
-      for (int64_t c = 0; c < n; ++c) {
-        ASSERT_TRUE(std::isfinite(y[size_t(c)])) << "element " << c;
-        if (k == 0) {
-          ASSERT_EQ(y[size_t(c)], 0.f);
-        }
-      }
-    }
-  }
+  EdgeRowOptions opt;
+  opt.fatal_finite = true;
+  ASSERT_NO_FATAL_FAILURE(expect_finite_on_rows(t, rows, {nullptr, w.data()}, opt));
 }
 
 INSTANTIATE_TEST_SUITE_P(AllTypes, KQuantsRandom, ::testing::ValuesIn(kBudgets),
@@ -183,7 +132,7 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, KQuantsRandom, ::testing::ValuesIn(kBudgets),
 // Q8_K is ik's 296-byte activation block: d, sum = d·Σq, quants, 16 bsums.
 TEST(KQuantsQ8K, LayoutAndSums) {
   const int64_t n = 512;
-  const auto x = random_rows(1, n, 11);
+  const auto x = random_rows(1, n, 11, RowDist::kLogNormal);
   const auto q = quantize(GgmlType::Q8_K, x, 1, n, nullptr, 1);
   ASSERT_EQ(q.size(), size_t(2 * 296));
   for (int b = 0; b < 2; ++b) {

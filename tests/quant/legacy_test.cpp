@@ -15,14 +15,13 @@
 #include "model/types.h"
 #include "tests/common/golden.h"
 #include "tests/quant/golden_quant.h"
+#include "tests/quant/quant_test_util.h"
 
 namespace expertmesh::testing {
 namespace {
 
 // Every weight type of the family; each has zoo-T-plain and zoo-T-imat golden files.
 const char* const kTypes[] = {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q6_0", "Q8_0", "IQ4_NL", "MXFP4", "Q8_KV"};
-
-GgmlType type_of(const std::string& name) { return parse_type_name(name).value(); }
 
 TEST(LegacyGolden, DequantizeBitExact) {
   EM_REQUIRE_GOLDEN();
@@ -68,18 +67,6 @@ const Budget kBudgets[] = {
     {"Q8_KV", 0.00009, 0.006},  {"Q8_1", 0.000045, 0.0065},
 };
 
-std::vector<float> random_rows(int64_t nrows, int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> nd(0.f, 1.f);
-  std::uniform_real_distribution<float> scale(0.2f, 5.f);
-  std::vector<float> x(static_cast<size_t>(nrows * n));
-  for (int64_t r = 0; r < nrows; ++r) {
-    const float s = scale(rng);  // per-row magnitude spread, as in real weights
-    for (int64_t j = 0; j < n; ++j) x[static_cast<size_t>(r * n + j)] = s * nd(rng);
-  }
-  return x;
-}
-
 std::vector<float> random_imatrix(int64_t n, uint32_t seed) {
   std::mt19937 rng(seed);
   std::exponential_distribution<float> ed(1.f);
@@ -88,42 +75,19 @@ std::vector<float> random_imatrix(int64_t n, uint32_t seed) {
   return w;
 }
 
-void round_trip(GgmlType type, const std::vector<float>& x, int64_t nrows, int64_t n, const float* imatrix,
-                std::vector<float>* y) {
-  std::vector<uint8_t> q(static_cast<size_t>(row_size(type, n) * nrows));
-  ASSERT_TRUE(quant::quantize_rows(type, x.data(), q.data(), nrows, n, imatrix, 2).ok());
-  y->resize(x.size());
-  ASSERT_TRUE(quant::dequantize_rows(type, q.data(), y->data(), nrows, n, 2).ok());
-}
-
 TEST(LegacyRandom, RoundTripWithinBudget) {
   const int64_t nrows = 64, n = 512;
-  const std::vector<float> x = random_rows(nrows, n, 42);
-  double mean = 0, var = 0;
-  for (float v : x) mean += v;
-  mean /= double(x.size());
-  for (float v : x) var += (v - mean) * (v - mean);
-  ASSERT_GT(var / double(x.size()), 0.1) << "random input has no variance";
+  const std::vector<float> x = random_rows(nrows, n, 42, RowDist::kUniformScale);
+  ASSERT_GT(sum_sq_dev(x) / double(x.size()), 0.1) << "random input has no variance";
   const std::vector<float> w = random_imatrix(n, 7);
   for (const Budget& b : kBudgets) {
     const GgmlType type = type_of(b.type);
     for (const float* imatrix : {static_cast<const float*>(nullptr), w.data()}) {
       SCOPED_TRACE(std::string(b.type) + (imatrix ? " imatrix" : " plain"));
-      std::vector<float> y;
-      round_trip(type, x, nrows, n, imatrix, &y);
-      double err2 = 0, sig2 = 0, max_rel = 0;
-      for (int64_t r = 0; r < nrows; ++r) {
-        double amax = 0;
-        for (int64_t j = 0; j < n; ++j) amax = std::max(amax, double(std::fabs(x[size_t(r * n + j)])));
-        for (int64_t j = 0; j < n; ++j) {
-          const size_t i = size_t(r * n + j);
-          const double d = double(y[i]) - double(x[i]);
-          err2 += d * d;
-          sig2 += double(x[i]) * double(x[i]);
-          max_rel = std::max(max_rel, std::fabs(d) / amax);
-        }
-      }
-      const double nmse = err2 / sig2;
+      const RoundTrip rt = round_trip(type, x, nrows, n, imatrix, 2, 2);
+      ASSERT_TRUE(rt.ok);
+      const RoundTripStats st = round_trip_stats(x, rt.y, nrows, n);
+      const double nmse = st.nmse, max_rel = st.max_rel_row;
       std::printf("[round-trip %-6s %-7s] nmse %.6f (budget %.6f), max rel err %.4f (budget %.4f)\n", b.type,
                   imatrix ? "imatrix" : "plain", nmse, b.max_nmse, max_rel, b.max_rel_err);
       EXPECT_LE(nmse, b.max_nmse);
@@ -134,16 +98,12 @@ TEST(LegacyRandom, RoundTripWithinBudget) {
 
 TEST(LegacyRandom, DeterministicAcrossThreadCounts) {
   const int64_t nrows = 37, n = 256;  // a row count that does not split evenly
-  const std::vector<float> x = random_rows(nrows, n, 3);
+  const std::vector<float> x = random_rows(nrows, n, 3, RowDist::kUniformScale);
   const std::vector<float> w = random_imatrix(n, 4);
   for (const Budget& b : kBudgets) {
     const GgmlType type = type_of(b.type);
-    const size_t bytes = static_cast<size_t>(row_size(type, n) * nrows);
     for (const float* imatrix : {static_cast<const float*>(nullptr), w.data()}) {
-      std::vector<uint8_t> q1(bytes), q3(bytes);
-      ASSERT_TRUE(quant::quantize_rows(type, x.data(), q1.data(), nrows, n, imatrix, 1).ok());
-      ASSERT_TRUE(quant::quantize_rows(type, x.data(), q3.data(), nrows, n, imatrix, 3).ok());
-      EXPECT_EQ(q1, q3) << b.type << (imatrix ? " with imatrix" : "") << ": bytes depend on the thread count";
+      ASSERT_NO_FATAL_FAILURE(expect_deterministic(type, x, nrows, n, imatrix, /*fatal_quantize=*/true));
     }
   }
 }
@@ -163,7 +123,7 @@ TEST(LegacyRandom, RefusesPartialBlocks) {
 // The activation-side Q8_1 stores s = d * sum(q) next to the scale.
 TEST(LegacyRandom, Q8_1SumField) {
   const int64_t n = 256;
-  const std::vector<float> x = random_rows(1, n, 11);
+  const std::vector<float> x = random_rows(1, n, 11, RowDist::kUniformScale);
   std::vector<uint8_t> q(static_cast<size_t>(row_size(GgmlType::Q8_1, n)));
   ASSERT_TRUE(quant::quantize_rows(GgmlType::Q8_1, x.data(), q.data(), 1, n, nullptr, 1).ok());
   std::vector<float> y(static_cast<size_t>(n));
@@ -197,24 +157,12 @@ TEST(LegacyRandom, EdgeCasesStayFinite) {
   rows.push_back(mixed);
   const std::vector<float> w = random_imatrix(n, 9);
   const std::vector<float> zero_w(n, 0.f);
+  EdgeRowOptions opt;
+  opt.fatal_quantize = true;
+  opt.fatal_finite = true;
+  opt.fatal_zero = false;
   for (const Budget& b : kBudgets) {
-    const GgmlType type = type_of(b.type);
-    for (const auto& x : rows) {
-      for (const float* imatrix : {static_cast<const float*>(nullptr), w.data(), zero_w.data()}) {
-        std::vector<uint8_t> q(static_cast<size_t>(row_size(type, n)));
-        ASSERT_TRUE(quant::quantize_rows(type, x.data(), q.data(), 1, n, imatrix, 1).ok());
-        std::vector<float> y(static_cast<size_t>(n));
-        ASSERT_TRUE(quant::dequantize_rows(type, q.data(), y.data(), 1, n, 1).ok());
-        bool all_zero_in = true;
-        for (float v : x) all_zero_in = all_zero_in && v == 0.f;
-        for (int64_t j = 0; j < n; ++j) {
-          ASSERT_TRUE(std::isfinite(y[size_t(j)])) << b.type << ": input " << x[1] << " decoded to " << y[size_t(j)];
-          if (all_zero_in) {
-            EXPECT_EQ(y[size_t(j)], 0.f) << b.type << ": zero row decoded non-zero";
-          }
-        }
-      }
-    }
+    ASSERT_NO_FATAL_FAILURE(expect_finite_on_rows(type_of(b.type), rows, {nullptr, w.data(), zero_w.data()}, opt));
   }
 }
 

@@ -55,8 +55,11 @@ TEST_P(RequantizeToF32, ReproducesPeerDequantHashes) {
   fs::path json = in;
   json.replace_extension(".dequant.json");
   const fs::path out = testing::temp_dir("requant") / "out-f32.gguf";
-  Status s = run_quantize_job(f32_job(in, out), quiet_logger());
-  ASSERT_TRUE(s.ok()) << s.to_string();
+  // Through the CLI, exactly as the issue states it: quantize --allow-requantize --pure X Y F32.
+  const std::string cmd = fmt::format("'{}' --log-level warn quantize --allow-requantize --pure '{}' '{}' F32 2",
+                                      testing::expertmesh_binary().string(), in.string(), out.string());
+  std::string log;
+  ASSERT_EQ(testing::run_command(cmd, &log), 0) << cmd << "\n" << log;
   auto f = gguf::File::open(out.string());
   ASSERT_TRUE(f.ok()) << f.status().to_string();
   std::map<std::string, std::string> want;

@@ -207,8 +207,8 @@ void quantize_iq1_m_r4(const float* src, void* dst, int64_t nrows, int64_t n, co
         }
         for (int i = 0; i < 4; ++i) b[4 * i + k] = static_cast<uint8_t>(index[i] & 255);
         for (int i = 0; i < 2; ++i) {
-          b[16 + 4 * i + k] = static_cast<uint8_t>((index[2 * i] >> 8) | ((index[2 * i + 1] >> 8) << 4) |
-                                                   kShiftMasks[best_k[i]]);
+          b[16 + 4 * i + k] =
+              static_cast<uint8_t>((index[2 * i] >> 8) | ((index[2 * i + 1] >> 8) << 4) | kShiftMasks[best_k[i]]);
         }
       }
     }
