@@ -22,10 +22,6 @@ mkdir -p "$OUT"
 em_mpirun_init
 
 step() { printf '\n==> %s\n' "$*"; }
-# has_cmd NAME: whether this build of expertmesh has subcommand NAME (later steps use commands
-# that land over time; a missing one is reported and skipped, never silently).
-HELP="$("$EM" --help)"
-has_cmd() { grep -qE "^  $1 " <<<"$HELP"; }
 
 # ---- 1. a small random MoE model ---------------------------------------------------------------
 # qwen3moe: 2 layers, n_embd 256, 4 query heads / 2 KV heads of 64, 8 routed experts (top-2) of
@@ -40,37 +36,27 @@ step "mpirun -np 2 expertmesh inspect $MODEL"
 "${EM_MPIRUN[@]}" -np 2 "$EM" inspect "$MODEL"
 
 # ---- 3. quantize on 2 ranks --------------------------------------------------------------------
-# Rank 0 plans every tensor's type and offset; tensors are dealt to ranks by bytes x cost and each
-# rank writes its own. --pure: every quantizable tensor becomes IQ4_KS (ik_llama.cpp's type).
+# --pure: every quantizable tensor becomes IQ4_KS (ik_llama.cpp's type). Today rank 0 does the
+# work and rank 1 waits for the agreed result; dealing tensors to ranks comes with the cluster
+# quantize job.
 QMODEL="$OUT/qwen3moe-tiny-IQ4_KS.gguf"
-if has_cmd quantize; then
-  step "mpirun -np 2 expertmesh quantize --pure $MODEL $QMODEL IQ4_KS"
-  "${EM_MPIRUN[@]}" -np 2 "$EM" quantize --pure "$MODEL" "$QMODEL" IQ4_KS
-  step "expertmesh inspect --no-tensors $QMODEL"
-  "$EM" inspect --no-tensors "$QMODEL"
-else
-  step "skipped: this build has no 'quantize' subcommand yet"
-fi
+step "mpirun -np 2 expertmesh quantize --pure $MODEL $QMODEL IQ4_KS"
+"${EM_MPIRUN[@]}" -np 2 "$EM" quantize --pure "$MODEL" "$QMODEL" IQ4_KS
+step "expertmesh inspect --no-tensors $QMODEL"
+"$EM" inspect --no-tensors "$QMODEL"
 
 # ---- 4. generate text on 2 ranks --------------------------------------------------------------
-# The weights are random, so the text is gibberish; what matters is that 2 ranks produce it.
-if has_cmd run; then
-  step "mpirun -np 2 expertmesh run -m $QMODEL -p 'Once upon a time' -n 32 --temp 0"
-  "${EM_MPIRUN[@]}" -np 2 "$EM" run -m "$QMODEL" -p "Once upon a time" -n 32 --temp 0
-else
-  step "skipped: this build has no 'run' subcommand yet"
-fi
+# The weights are random, so the text is gibberish. Rank 0 computes until the distributed
+# runtime shards layers over the ranks.
+step "mpirun -np 2 expertmesh run -m $QMODEL -p 'Once upon a time' -n 32 --temp 0"
+"${EM_MPIRUN[@]}" -np 2 "$EM" run -m "$QMODEL" -p "Once upon a time" -n 32 --temp 0
 
 # ---- 5. perplexity on 2 ranks -----------------------------------------------------------------
 # On wikitext-2 when ../shared is beside the repository, else on this README.
 TEXT=../shared/golden/data/wiki.test.raw
 [[ -f "$TEXT" ]] || TEXT=README.md
-if has_cmd perplexity; then
-  step "mpirun -np 2 expertmesh perplexity -m $QMODEL -f $TEXT -c 128 --chunks 4"
-  "${EM_MPIRUN[@]}" -np 2 "$EM" perplexity -m "$QMODEL" -f "$TEXT" -c 128 --chunks 4
-else
-  step "skipped: this build has no 'perplexity' subcommand yet"
-fi
+step "mpirun -np 2 expertmesh perplexity -m $QMODEL -f $TEXT -c 128 --chunks 4"
+"${EM_MPIRUN[@]}" -np 2 "$EM" perplexity -m "$QMODEL" -f "$TEXT" -c 128 --chunks 4
 
 step "quick start done: binary $EM, model $MODEL"
 echo "next: ./launch/test.sh runs the test suite"
