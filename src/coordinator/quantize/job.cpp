@@ -79,31 +79,35 @@ Status run_quantize_job(const QuantizeJob& job, const Logger& log) {
 
   gguf::Writer w;  // GGUF v3, as the peer writes
   output_metadata(*in, job, im, &w);
-  // Output buffers live until the write; copies point into the input mapping.
-  std::vector<std::vector<uint8_t>> buffers(plan.tensors.size());
+  // Every offset is known from the plan, so the header goes out first and each tensor is produced
+  // only when the writer reaches it: memory stays at one tensor, not the whole output model.
   const auto& tensors = in->tensors();
   for (size_t i = 0; i < tensors.size(); ++i) {
     const gguf::TensorInfo& t = tensors[i];
-    const TensorPlan& tp = plan.tensors[i];
     gguf::WriteTensor wt;
     wt.name = t.name;
     wt.n_dims = t.n_dims;
     for (int d = 0; d < 4; ++d) wt.ne[d] = t.ne[d];
-    wt.type = tp.dst_type;
-    wt.nbytes = tp.dst_bytes;
+    wt.type = plan.tensors[i].dst_type;
+    wt.nbytes = plan.tensors[i].dst_bytes;
+    EM_RETURN_IF_ERROR(w.add_tensor(wt));
+  }
+  auto produce = [&](size_t i, std::vector<uint8_t>* out) -> Status {
+    const gguf::TensorInfo& t = tensors[i];
+    const TensorPlan& tp = plan.tensors[i];
     if (tp.action == TensorAction::kCopy) {
-      wt.data = t.data;
+      if (!t.data) return Status::Corruption(fmt::format("tensor '{}' has no data in the file", t.name));
+      out->assign(t.data, t.data + t.nbytes);
     } else {
-      EM_RETURN_IF_ERROR(quantize_tensor(t, tp, job.n_threads, &buffers[i]));
-      wt.data = buffers[i].data();
+      EM_RETURN_IF_ERROR(quantize_tensor(t, tp, job.n_threads, out));
     }
     log.info("[{:4}/{:4}] {:>36} - [{}], type = {:>6}, {} {:>8.3f} MiB -> {:>8.3f} MiB{}", i + 1, tensors.size(),
              t.name, shape_string(t), type_name(t.type),
              tp.action == TensorAction::kCopy ? "copied       " : fmt::format("to {:>9}", type_name(tp.dst_type)),
              tp.src_bytes / 1048576.0, tp.dst_bytes / 1048576.0, tp.fallback ? " (fallback: " + tp.note + ")" : "");
-    EM_RETURN_IF_ERROR(w.add_tensor(wt));
-  }
-  EM_ASSIGN_OR_RETURN(std::vector<std::string> written, w.write(job.output_path));
+    return Status::Ok();
+  };
+  EM_ASSIGN_OR_RETURN(std::vector<std::string> written, w.write_streaming(job.output_path, {}, produce));
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   log.info("model size  = {:.2f} MiB ({:.3f} bpw)", plan.src_bytes / 1048576.0, 8.0 * plan.src_bytes / plan.n_params);
   log.info("quant size  = {:.2f} MiB ({:.3f} bpw)", plan.dst_bytes / 1048576.0, 8.0 * plan.dst_bytes / plan.n_params);

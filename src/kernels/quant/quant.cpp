@@ -48,12 +48,12 @@ void parallel_rows(int64_t nrows, int64_t group, int n_threads, Fn&& f) {
   for (auto& th : threads) th.join();
 }
 
-Status check_shape(GgmlType type, int64_t nrows, int64_t n_per_row, const TypeTraits** out) {
+// Validates the shape with the registry's own row check (block multiple, overflow) plus whole
+// interleave groups, and returns the type and its row size.
+Status check_shape(GgmlType type, int64_t nrows, int64_t n_per_row, const TypeTraits** out, int64_t* row_bytes) {
   const TypeTraits* tt = type_traits(type);
   if (!tt) return Status::Unsupported(fmt::format("unknown type id {}", static_cast<int>(type)));
-  if (n_per_row <= 0 || n_per_row % tt->block_size != 0)
-    return Status::InvalidArgument(fmt::format("rows of {} elements are not a whole number of {}-element {} blocks",
-                                               n_per_row, tt->block_size, tt->name));
+  EM_ASSIGN_OR_RETURN(*row_bytes, row_size_checked(type, n_per_row));
   if (nrows < 0 || nrows % tt->interleave != 0)
     return Status::InvalidArgument(
         fmt::format("{} rows are not a whole number of {}-row groups of {}", nrows, tt->interleave, tt->name));
@@ -65,10 +65,10 @@ Status check_shape(GgmlType type, int64_t nrows, int64_t n_per_row, const TypeTr
 
 Status dequantize_rows(GgmlType type, const void* src, float* dst, int64_t nrows, int64_t n_per_row, int n_threads) {
   const TypeTraits* tt = nullptr;
-  EM_RETURN_IF_ERROR(check_shape(type, nrows, n_per_row, &tt));
+  int64_t rs = 0;
+  EM_RETURN_IF_ERROR(check_shape(type, nrows, n_per_row, &tt, &rs));
   ToFloatFn fn = quant_fns(type).to_float;
   if (!fn) return Status::Unsupported(fmt::format("cannot dequantize type {}", tt->name));
-  const int64_t rs = row_size(type, n_per_row);
   parallel_rows(nrows, tt->interleave, n_threads, [&](int64_t r0, int64_t r1) {
     fn(static_cast<const uint8_t*>(src) + r0 * rs, dst + r0 * n_per_row, r1 - r0, n_per_row);
   });
@@ -78,12 +78,12 @@ Status dequantize_rows(GgmlType type, const void* src, float* dst, int64_t nrows
 Status quantize_rows(GgmlType type, const float* src, void* dst, int64_t nrows, int64_t n_per_row,
                      const float* imatrix, int n_threads) {
   const TypeTraits* tt = nullptr;
-  EM_RETURN_IF_ERROR(check_shape(type, nrows, n_per_row, &tt));
+  int64_t rs = 0;
+  EM_RETURN_IF_ERROR(check_shape(type, nrows, n_per_row, &tt, &rs));
   QuantizeFn fn = quant_fns(type).quantize;
   if (!fn) return Status::Unsupported(fmt::format("cannot quantize to type {}", tt->name));
   if (quant_fns(type).needs_imatrix && imatrix == nullptr)
     return Status::InvalidArgument(fmt::format("type {} requires an importance matrix (--imatrix)", tt->name));
-  const int64_t rs = row_size(type, n_per_row);
   parallel_rows(nrows, tt->interleave, n_threads, [&](int64_t r0, int64_t r1) {
     fn(src + r0 * n_per_row, static_cast<uint8_t*>(dst) + r0 * rs, r1 - r0, n_per_row, imatrix);
   });
