@@ -1,12 +1,12 @@
 #include "worker/matmul.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <mutex>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "kernels/quant/fp16.h"
 #include "kernels/quant/quant.h"
@@ -22,69 +22,28 @@ int64_t interleave_of(GgmlType t) { return type_traits(t)->interleave; }
 
 ActivationRounding activation_rounding(GgmlType t) {
   switch (t) {
-    case GgmlType::Q4_0: case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1:
-    case GgmlType::Q6_0: case GgmlType::Q8_0: case GgmlType::IQ4_NL:
+    case GgmlType::Q4_0:
+    case GgmlType::Q4_1:
+    case GgmlType::Q5_0:
+    case GgmlType::Q5_1:
+    case GgmlType::Q6_0:
+    case GgmlType::Q8_0:
+    case GgmlType::IQ4_NL:
       return ActivationRounding::kQ8_2;
     default:
       return ActivationRounding::kNone;
   }
 }
 
-void round_activations_q8_2(const float* x, float* out, float* sum_err, int64_t n) {
+void round_activations_q8_2(const float* x, float* out, int64_t n) {
   for (int64_t b = 0; b < n; b += 32) {
-    int32_t qsum = 0;
     float amax = 0.0f;
     for (int64_t i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[b + i]));
     const float d = quant::bf16_to_f32(quant::f32_to_bf16(amax / 127.f));
     const float id = d > 0 ? 1 / d : 0.f;
-    for (int64_t i = 0; i < 32; ++i) {
-      const float q = std::clamp(std::nearbyint(x[b + i] * id), -128.0f, 127.0f);
-      out[b + i] = d * q;
-      qsum += int32_t(q);
-    }
-    if (sum_err) {
-      const float s = d * float(qsum);
-      sum_err[b / 32] = quant::bf16_to_f32(quant::f32_to_bf16(s)) - s;
-    }
+    for (int64_t i = 0; i < 32; ++i) out[b + i] = d * std::clamp(std::nearbyint(x[b + i] * id), -128.0f, 127.0f);
   }
 }
-
-namespace {
-
-// Per-block coefficient of the activation block sum in the peer's kernel for weight type t
-// (0 when the kernel does not use the sum). Blocks start with an f16 d (and an f16 m for _1).
-float block_sum_coef(GgmlType t, const uint8_t* block) {
-  uint16_t d16, m16;
-  std::memcpy(&d16, block, 2);
-  std::memcpy(&m16, block + 2, 2);
-  switch (t) {
-    case GgmlType::Q4_0: return -8.0f * quant::fp16_to_f32(d16);
-    case GgmlType::Q5_0: return -16.0f * quant::fp16_to_f32(d16);
-    case GgmlType::Q6_0: return -32.0f * quant::fp16_to_f32(d16);
-    case GgmlType::Q4_1: case GgmlType::Q5_1: return quant::fp16_to_f32(m16);
-    default: return 0.0f;
-  }
-}
-
-// Adds sum_b coef(row, b) * sum_err[t][b] to y for one tile (see round_activations_q8_2).
-void add_block_sum_terms(const Weight& w, int64_t row, int64_t nr, int64_t c0, int64_t ncols, const float* sum_err,
-                         int64_t n_tok, float* y, int64_t ldy, int64_t r0) {
-  const int64_t nb = ncols / 32, bsz = type_traits(w.type)->type_size;
-  std::vector<float> coef(static_cast<size_t>(nb));
-  for (int64_t r = 0; r < nr; ++r) {
-    const uint8_t* base = w.row(row + r) + (c0 / 32) * bsz;
-    bool any = false;
-    for (int64_t b = 0; b < nb; ++b) any |= (coef[size_t(b)] = block_sum_coef(w.type, base + b * bsz)) != 0.0f;
-    if (!any) continue;
-    for (int64_t t = 0; t < n_tok; ++t) {
-      float acc = 0.0f;
-      for (int64_t b = 0; b < nb; ++b) acc += coef[size_t(b)] * sum_err[t * nb + b];
-      y[t * ldy + r0 + r] += acc;
-    }
-  }
-}
-
-}  // namespace
 
 Status dequantize_row(const Weight& w, int64_t r, float* out) {
   const int64_t il = interleave_of(w.type);
@@ -101,7 +60,8 @@ Status matmul(const Weight& w, int64_t row0, int64_t nrows, const float* x, int6
   const int64_t ne0 = w.ne[0];
   const int64_t c0 = cols.begin, c1 = cols.end < 0 ? ne0 : cols.end;
   if (c0 < 0 || c1 > ne0 || c0 >= c1) return Status::Internal(fmt::format("matmul {}: bad column range", w.name));
-  if (row0 < 0 || row0 + nrows > w.n_rows()) return Status::Internal(fmt::format("matmul {}: rows out of range", w.name));
+  if (row0 < 0 || row0 + nrows > w.n_rows())
+    return Status::Internal(fmt::format("matmul {}: rows out of range", w.name));
   const bool is_f32 = w.type == GgmlType::F32;
   if (!is_f32 && !quant::quant_fns(w.type).to_float)
     return Status::Unsupported(fmt::format("{}: no dequantizer for type {}", w.name, type_name(w.type)));
@@ -109,18 +69,17 @@ Status matmul(const Weight& w, int64_t row0, int64_t nrows, const float* x, int6
   if (row0 % il != 0 || nrows % il != 0)
     return Status::Internal(fmt::format("matmul {}: rows not aligned to the interleave of {}", w.name, il));
   // Activations rounded as the peer's vec_dot_type rounds them (when the columns are whole blocks).
-  std::vector<float> xq, sum_err;
+  std::vector<float> xq;
   if (activation_rounding(w.type) == ActivationRounding::kQ8_2 && c0 % 32 == 0 && (c1 - c0) % 32 == 0) {
     xq.resize(size_t(n_tok * (c1 - c0)));
-    sum_err.resize(size_t(n_tok * (c1 - c0) / 32));
-    for (int64_t t = 0; t < n_tok; ++t)
-      round_activations_q8_2(x + t * ldx, xq.data() + t * (c1 - c0), sum_err.data() + t * (c1 - c0) / 32, c1 - c0);
+    for (int64_t t = 0; t < n_tok; ++t) round_activations_q8_2(x + t * ldx, xq.data() + t * (c1 - c0), c1 - c0);
     x = xq.data();
     ldx = c1 - c0;
   } else if (w.type == GgmlType::F16) {  // vec_dot_type F16: activations rounded to F16
     xq.resize(size_t(n_tok * (c1 - c0)));
     for (int64_t t = 0; t < n_tok; ++t)
-      for (int64_t i = 0; i < c1 - c0; ++i) xq[size_t(t * (c1 - c0) + i)] = quant::fp16_to_f32(quant::f32_to_fp16(x[t * ldx + i]));
+      for (int64_t i = 0; i < c1 - c0; ++i)
+        xq[size_t(t * (c1 - c0) + i)] = quant::fp16_to_f32(quant::f32_to_fp16(x[t * ldx + i]));
     x = xq.data();
     ldx = c1 - c0;
   }
@@ -152,7 +111,6 @@ Status matmul(const Weight& w, int64_t row0, int64_t nrows, const float* x, int6
       float* yt = y + t * ldy + r0;
       for (int64_t r = 0; r < nr; ++r) yt[r] = k.dot_f32(rows + r * ld + c0, xt, c1 - c0);
     }
-    if (!sum_err.empty()) add_block_sum_terms(w, row0 + r0, nr, c0, c1 - c0, sum_err.data(), n_tok, y, ldy, r0);
   });
   return first_error;
 }

@@ -32,11 +32,13 @@ Status matmul(const Weight& w, int64_t row0, int64_t nrows, const float* x, int6
 // clamped to int8, value d*q. Every other type is multiplied with F32 activations here.
 enum class ActivationRounding { kNone, kQ8_2 };
 ActivationRounding activation_rounding(GgmlType t);
-// x (n floats, n % 32 == 0) -> the values the peer's Q8_2 blocks represent. `sum_err` (n/32
-// floats, may be null) gets each block's error of its stored sum, bf16(d*sum q) - d*sum q: the
-// peer's kernels for types with an offset or a min (Q4_0, Q5_0, Q6_0: -offset*d_w*s; Q4_1,
-// Q5_1: m_w*s) use that rounded sum, and matmul adds the same term.
-void round_activations_q8_2(const float* x, float* out, float* sum_err, int64_t n);
+// x (n floats, n % 32 == 0) -> the values the peer's Q8_2 blocks represent. On x86 the peer
+// stores each block's sum of quants as an exact int16 (quantize_row_q8_2_x4), so every kernel
+// that uses it (the offset/min types and the Q8_0_R8 repack) computes the same exact value as a
+// dot product of the dequantized weights with these activations; only the float summation order
+// differs. (ARM builds store a bf16-rounded sum instead; we follow the x86 build the golden
+// figures come from.)
+void round_activations_q8_2(const float* x, float* out, int64_t n);
 
 // Dequantizes one row (row r of w, which may sit inside an interleaved group) to F32.
 Status dequantize_row(const Weight& w, int64_t r, float* out);
