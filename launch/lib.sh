@@ -10,14 +10,15 @@
 
 # Debian 12 packages the build, the tests and the scripts need.
 #   clang + libclang-rt-dev: the libFuzzer target (libclang-rt-dev holds the fuzzer runtime and is
-#   only a recommendation of clang); librsvg2-bin: rsvg-convert for sweep plots.
+#   only a recommendation of clang); librsvg2-bin: rsvg-convert for sweep plots; zlib1g-dev: the
+#   plot test decodes the PNG it renders.
 EM_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config
   libopenmpi-dev openmpi-bin libhwloc-dev hwloc
   libprotobuf-dev protobuf-compiler
   libgtest-dev libgmock-dev libbenchmark-dev
   libcpp-httplib-dev nlohmann-json3-dev libfmt-dev libpcre2-dev
-  clang libclang-rt-dev librsvg2-bin
+  clang libclang-rt-dev librsvg2-bin zlib1g-dev
 )
 
 em_log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
