@@ -10,14 +10,18 @@
 //   - tgN: per repetition, clear the KV cache and decode N single tokens at positions 0..N-1;
 //   - t/s is tokens / seconds of each repetition; the table shows mean ± sample stddev over -r.
 // -p 0 or -n 0 skips that test. stdout gets only the table; progress notes go to stderr.
+// Under mpirun every rank computes its share (--placement ep|pp|hybrid|FILE, -ot, --cluster);
+// rank 0 times and prints. --comm-stats adds, per test, rank 0's communication time per token
+// (stderr: "bench: comm tgN: X ms/token of Y ms/token").
+#include <fmt/format.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <random>
 
-#include <fmt/format.h>
-
 #include "cli/commands.h"
+#include "cli/engine_setup.h"
 #include "cli/flags.h"
 #include "coordinator/quantize/presets.h"
 #include "model/model.h"
@@ -32,6 +36,9 @@ using Clock = std::chrono::steady_clock;
 struct TestResult {
   std::string label;
   std::vector<double> ts;  // tokens per second of each repetition
+  double comm_s = 0;       // rank 0's communication seconds over all repetitions
+  double total_s = 0;      // wall seconds over all repetitions
+  int64_t tokens = 0;      // tokens over all repetitions
 };
 
 double mean(const std::vector<double>& v) {
@@ -78,7 +85,8 @@ Result<double> time_pp(worker::Engine& e, int64_t n, int64_t n_batch, int32_t bo
   for (int64_t b0 = 0; b0 < n; b0 += n_batch) {
     const int64_t nb = std::min(n_batch, n - b0);
     const int64_t last[1] = {nb - 1};
-    EM_RETURN_IF_ERROR(e.decode(std::span<const int32_t>(toks.data() + b0, static_cast<size_t>(nb)), last, logits.data()));
+    EM_RETURN_IF_ERROR(
+        e.decode(std::span<const int32_t>(toks.data() + b0, static_cast<size_t>(nb)), last, logits.data()));
   }
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
@@ -97,6 +105,16 @@ Result<double> time_tg(worker::Engine& e, int64_t n, int32_t bos, int64_t n_voca
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
+struct BenchArgs {
+  std::string model_path;
+  int64_t n_prompt, n_gen, n_batch;
+  int reps, threads;
+  int32_t bos;
+  bool comm_stats;
+};
+
+Status bench_root(EngineSetup& setup, const BenchArgs& a);
+
 }  // namespace
 
 Status cmd_bench(RankContext& ctx, const std::vector<std::string>& args) {
@@ -105,6 +123,8 @@ Status cmd_bench(RankContext& ctx, const std::vector<std::string>& args) {
   int reps = 5;
   int threads = ctx.n_threads;
   worker::EngineOptions eo;
+  placement::PlacementFlags pf;
+  RuntimeFlags rf;
   FlagSet fs("bench", "prompt processing and generation speed, as llama-bench prints it");
   fs.add_string({"-m", "--model"}, &model_path, "FILE", "model GGUF (first shard of a split model)");
   fs.add_int({"-p", "--n-prompt"}, &n_prompt, "N", "prompt tokens of the pp test (default 512, 0 = skip)");
@@ -120,8 +140,12 @@ Status cmd_bench(RankContext& ctx, const std::vector<std::string>& args) {
       return Status::Ok();
     };
   };
-  fs.add_custom({"-ctk", "--cache-type-k"}, "TYPE", "KV cache type of K: f16 (default), q8_0, bf16, f32", kv_type(&eo.type_k, "-ctk"));
-  fs.add_custom({"-ctv", "--cache-type-v"}, "TYPE", "KV cache type of V: f16 (default), q8_0, bf16, f32", kv_type(&eo.type_v, "-ctv"));
+  fs.add_custom({"-ctk", "--cache-type-k"}, "TYPE", "KV cache type of K: f16 (default), q8_0, bf16, f32",
+                kv_type(&eo.type_k, "-ctk"));
+  fs.add_custom({"-ctv", "--cache-type-v"}, "TYPE", "KV cache type of V: f16 (default), q8_0, bf16, f32",
+                kv_type(&eo.type_v, "-ctv"));
+  placement::add_placement_flags(fs, &pf);
+  add_runtime_flags(fs, &rf);
   EM_RETURN_IF_ERROR(fs.parse(args));
   if (fs.help_requested()) {
     if (ctx.is_root()) std::printf("%s", fs.usage().c_str());
@@ -134,9 +158,9 @@ Status cmd_bench(RankContext& ctx, const std::vector<std::string>& args) {
   if (n_batch <= 0) return Status::InvalidArgument(fmt::format("-b: must be > 0, got {}", n_batch));
   if (reps <= 0) return Status::InvalidArgument(fmt::format("-r: must be > 0, got {}", reps));
   if (threads <= 0) return Status::InvalidArgument(fmt::format("-t: must be > 0, got {}", threads));
-  if (!ctx.is_root()) return Status::Ok();
 
-  EM_ASSIGN_OR_RETURN(auto model, Model::load(model_path));
+  EM_ASSIGN_OR_RETURN(auto model_owned, load_model_agreed(ctx, model_path));
+  const Model* model = model_owned.get();
   const HParams& hp = model->hparams();
   int32_t bos = -1;
   if (auto add = model->file().find("tokenizer.ggml.add_bos_token"); add == nullptr || add->as_bool()) {
@@ -145,7 +169,27 @@ Status cmd_bench(RankContext& ctx, const std::vector<std::string>& args) {
   }
   eo.n_threads = threads;
   eo.n_ctx = std::max<int64_t>({n_prompt, n_gen, 1});
-  EM_ASSIGN_OR_RETURN(auto engine, worker::Engine::create(*model, worker::full_plan(hp), eo));
+  EM_ASSIGN_OR_RETURN(EngineSetup setup, setup_engine(ctx, std::move(model_owned), pf, eo));
+  EM_RETURN_IF_ERROR(run_lockstep(ctx, setup, [&]() -> Status {
+    BenchArgs a{model_path, n_prompt, n_gen, n_batch, reps, threads, bos, rf.comm_stats};
+    return bench_root(setup, a);
+  }));
+  RuntimeFlags mem_only = rf;
+  mem_only.comm_stats = false;  // bench prints its per-test communication figures itself
+  return report_runtime(ctx, setup, "bench", 0, mem_only);
+}
+
+namespace {
+
+Status bench_root(EngineSetup& setup, const BenchArgs& a) {
+  const std::string& model_path = a.model_path;
+  const int64_t n_prompt = a.n_prompt, n_gen = a.n_gen, n_batch = a.n_batch;
+  const int reps = a.reps, threads = a.threads;
+  const int32_t bos = a.bos;
+  const Model* model = setup.model.get();
+  const HParams& hp = model->hparams();
+  worker::Engine* engine = setup.engine.get();
+  const comm::Cluster& cluster = *setup.cluster;
   std::fprintf(stderr, "bench: %s, %s kernels, %d threads\n", model_path.c_str(), engine->kernels().name, threads);
 
   std::vector<float> logits(static_cast<size_t>(hp.n_vocab));
@@ -157,18 +201,26 @@ Status cmd_bench(RankContext& ctx, const std::vector<std::string>& args) {
   std::vector<TestResult> results;
   if (n_prompt > 0) {
     TestResult r{fmt::format("pp{}", n_prompt), {}};
+    const double c0 = cluster.stats().total_seconds();
     for (int i = 0; i < reps; ++i) {
       EM_ASSIGN_OR_RETURN(double s, time_pp(*engine, n_prompt, n_batch, bos, hp.n_vocab, rng, logits));
       r.ts.push_back(static_cast<double>(n_prompt) / s);
+      r.total_s += s;
+      r.tokens += n_prompt;
     }
+    r.comm_s = cluster.stats().total_seconds() - c0;
     results.push_back(std::move(r));
   }
   if (n_gen > 0) {
     TestResult r{fmt::format("tg{}", n_gen), {}};
+    const double c0 = cluster.stats().total_seconds();
     for (int i = 0; i < reps; ++i) {
       EM_ASSIGN_OR_RETURN(double s, time_tg(*engine, n_gen, bos, hp.n_vocab, rng, logits));
       r.ts.push_back(static_cast<double>(n_gen) / s);
+      r.total_s += s;
+      r.tokens += n_gen;
     }
+    r.comm_s = cluster.stats().total_seconds() - c0;
     results.push_back(std::move(r));
   }
 
@@ -185,16 +237,23 @@ Status cmd_bench(RankContext& ctx, const std::vector<std::string>& args) {
   // Column widths of llama-bench's markdown_printer (negative = left-aligned); "±" is 2 bytes.
   std::printf("| %-30s | %10s | %10s | %-10s | %7s | %13s | %16s |\n", "model", "size", "params", "backend", "threads",
               "test", "t/s");
-  std::printf("| %s- | %s: | %s: | %s- | %s: | %s: | %s: |\n", std::string(29, '-').c_str(), std::string(9, '-').c_str(),
-              std::string(9, '-').c_str(), std::string(9, '-').c_str(), std::string(6, '-').c_str(),
-              std::string(12, '-').c_str(), std::string(15, '-').c_str());
+  std::printf("| %s- | %s: | %s: | %s- | %s: | %s: | %s: |\n", std::string(29, '-').c_str(),
+              std::string(9, '-').c_str(), std::string(9, '-').c_str(), std::string(9, '-').c_str(),
+              std::string(6, '-').c_str(), std::string(12, '-').c_str(), std::string(15, '-').c_str());
   for (const auto& r : results) {
     const std::string ts = fmt::format("{:.2f} ± {:.2f}", mean(r.ts), stdev(r.ts));
     std::printf("| %-30s | %10s | %10s | %-10s | %7d | %13s | %17s |\n", desc.c_str(), size_s.c_str(), params_s.c_str(),
                 "CPU", threads, r.label.c_str(), ts.c_str());
   }
   std::fflush(stdout);
+  if (a.comm_stats)
+    for (const auto& r : results)
+      std::fprintf(stderr, "bench: comm %s: %.4f ms/token of %.4f ms/token (%.1f%%)\n", r.label.c_str(),
+                   r.comm_s * 1e3 / double(r.tokens), r.total_s * 1e3 / double(r.tokens),
+                   r.total_s > 0 ? 100.0 * r.comm_s / r.total_s : 0.0);
   return Status::Ok();
 }
+
+}  // namespace
 
 }  // namespace expertmesh::cli

@@ -15,14 +15,17 @@
 //     a note on stderr says so).
 //   - stderr gets the sampler settings and the prompt / generation speed lines.
 // -c 0 (default) sizes the context to min(n_ctx_train, prompt + n) tokens.
-// Single rank for now: rank 0 computes; other ranks (under mpirun) only agree on the outcome.
+// Under mpirun every rank maps the model and computes its share of each step (--placement
+// ep|pp|hybrid|FILE, -ot, --cluster); rank 0 tokenizes, samples and prints; the others follow.
+// --comm-stats prints rank 0's communication time per generated token at the end (stderr).
+#include <fmt/format.h>
+
 #include <chrono>
 #include <cstdio>
 #include <random>
 
-#include <fmt/format.h>
-
 #include "cli/commands.h"
+#include "cli/engine_setup.h"
 #include "cli/flags.h"
 #include "model/model.h"
 #include "model/sampling.h"
@@ -35,12 +38,25 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// What rank 0's generation loop needs besides the engine.
+struct Generation {
+  const Tokenizer* tok = nullptr;
+  std::vector<int32_t> prompt_ids;
+  int64_t n_predict = 0;
+  std::string model_path;
+  int threads = 1;
+  SamplingParams sp;
+  int64_t n_eval = 0;  // out: single-token evaluations done
+};
+
+Status generate(worker::Engine& eng, Generation& g);
+
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 void print_speed(const char* what, int64_t n, double sec) {
   const double ms = sec * 1e3;
-  std::fprintf(stderr, "run: %-11s = %10.2f ms / %5lld tokens (%8.2f ms per token, %8.2f tokens per second)\n", what, ms,
-               static_cast<long long>(n), n > 0 ? ms / static_cast<double>(n) : 0.0,
+  std::fprintf(stderr, "run: %-11s = %10.2f ms / %5lld tokens (%8.2f ms per token, %8.2f tokens per second)\n", what,
+               ms, static_cast<long long>(n), n > 0 ? ms / static_cast<double>(n) : 0.0,
                sec > 0 ? static_cast<double>(n) / sec : 0.0);
 }
 
@@ -53,10 +69,13 @@ Status cmd_run(RankContext& ctx, const std::vector<std::string>& args) {
   double temp = 0.8, top_p = 0.95, min_p = 0.05;
   int top_k = 40;
   worker::EngineOptions eo;
+  placement::PlacementFlags pf;
+  RuntimeFlags rf;
   FlagSet fs("run", "generate text from a prompt, as llama-cli does");
   fs.add_string({"-m", "--model"}, &model_path, "FILE", "model GGUF (first shard of a split model)");
   fs.add_string({"-p", "--prompt"}, &prompt, "TEXT", "prompt to start generation from");
-  fs.add_int({"-n", "--n-predict"}, &n_predict, "N", "tokens to generate (default 128, -1 = until EOG or context full)");
+  fs.add_int({"-n", "--n-predict"}, &n_predict, "N",
+             "tokens to generate (default 128, -1 = until EOG or context full)");
   fs.add_float({"--temp"}, &temp, "T", "temperature (default 0.8; 0 = greedy)");
   fs.add_int({"--top-k"}, &top_k, "K", "top-k sampling (default 40, 0 = off)");
   fs.add_float({"--top-p"}, &top_p, "P", "top-p sampling (default 0.95, 1.0 = off)");
@@ -72,8 +91,12 @@ Status cmd_run(RankContext& ctx, const std::vector<std::string>& args) {
       return Status::Ok();
     };
   };
-  fs.add_custom({"-ctk", "--cache-type-k"}, "TYPE", "KV cache type of K: f16 (default), q8_0, bf16, f32", kv_type(&eo.type_k, "-ctk"));
-  fs.add_custom({"-ctv", "--cache-type-v"}, "TYPE", "KV cache type of V: f16 (default), q8_0, bf16, f32", kv_type(&eo.type_v, "-ctv"));
+  fs.add_custom({"-ctk", "--cache-type-k"}, "TYPE", "KV cache type of K: f16 (default), q8_0, bf16, f32",
+                kv_type(&eo.type_k, "-ctk"));
+  fs.add_custom({"-ctv", "--cache-type-v"}, "TYPE", "KV cache type of V: f16 (default), q8_0, bf16, f32",
+                kv_type(&eo.type_v, "-ctv"));
+  placement::add_placement_flags(fs, &pf);
+  add_runtime_flags(fs, &rf);
   EM_RETURN_IF_ERROR(fs.parse(args));
   if (fs.help_requested()) {
     if (ctx.is_root()) std::printf("%s", fs.usage().c_str());
@@ -83,15 +106,19 @@ Status cmd_run(RankContext& ctx, const std::vector<std::string>& args) {
   if (prompt.empty()) return Status::InvalidArgument("-p: a prompt is required");
   if (threads <= 0) return Status::InvalidArgument(fmt::format("-t: must be > 0, got {}", threads));
   if (n_ctx < 0) return Status::InvalidArgument(fmt::format("-c: must be >= 0, got {}", n_ctx));
-  if (top_p <= 0.0 || top_p > 1.0) return Status::InvalidArgument(fmt::format("--top-p: must be in (0, 1], got {}", top_p));
-  if (min_p < 0.0 || min_p > 1.0) return Status::InvalidArgument(fmt::format("--min-p: must be in [0, 1], got {}", min_p));
-  if (seed < -1 || seed > 0xFFFFFFFFll) return Status::InvalidArgument(fmt::format("--seed: must be -1 or a 32-bit unsigned value, got {}", seed));
-  if (!ctx.is_root()) return Status::Ok();
+  if (top_p <= 0.0 || top_p > 1.0)
+    return Status::InvalidArgument(fmt::format("--top-p: must be in (0, 1], got {}", top_p));
+  if (min_p < 0.0 || min_p > 1.0)
+    return Status::InvalidArgument(fmt::format("--min-p: must be in [0, 1], got {}", min_p));
+  if (seed < -1 || seed > 0xFFFFFFFFll)
+    return Status::InvalidArgument(fmt::format("--seed: must be -1 or a 32-bit unsigned value, got {}", seed));
 
-  EM_ASSIGN_OR_RETURN(auto model, Model::load(model_path));
+  // Every rank tokenizes the prompt: the context size depends on it.
+  EM_ASSIGN_OR_RETURN(auto model, load_model_agreed(ctx, model_path));
   EM_ASSIGN_OR_RETURN(auto tok, Tokenizer::from_gguf(model->file()));
   const std::vector<int32_t> prompt_ids = tok->encode(prompt, /*add_special=*/true, /*parse_special=*/true);
-  if (prompt_ids.empty()) return Status::InvalidArgument(fmt::format("-p: the prompt gives no tokens with {}'s vocabulary", model_path));
+  if (prompt_ids.empty())
+    return Status::InvalidArgument(fmt::format("-p: the prompt gives no tokens with {}'s vocabulary", model_path));
 
   const int64_t n_prompt = static_cast<int64_t>(prompt_ids.size());
   if (n_ctx == 0) {
@@ -99,31 +126,45 @@ Status cmd_run(RankContext& ctx, const std::vector<std::string>& args) {
     n_ctx = n_predict < 0 ? train : std::min(train, n_prompt + n_predict);
   }
   if (n_prompt > n_ctx)
-    return Status::InvalidArgument(fmt::format("-p: the prompt has {} tokens, more than the context size {} (-c)", n_prompt, n_ctx));
+    return Status::InvalidArgument(
+        fmt::format("-p: the prompt has {} tokens, more than the context size {} (-c)", n_prompt, n_ctx));
   eo.n_threads = threads;
   eo.n_ctx = n_ctx;
-  EM_ASSIGN_OR_RETURN(auto engine, worker::Engine::create(*model, worker::full_plan(model->hparams()), eo));
+  EM_ASSIGN_OR_RETURN(EngineSetup setup, setup_engine(ctx, std::move(model), pf, eo));
+  Generation g{tok.get(), prompt_ids, n_predict, model_path, threads, {}, 0};
+  g.sp.temp = static_cast<float>(temp);
+  g.sp.top_k = top_k;
+  g.sp.top_p = static_cast<float>(top_p);
+  g.sp.min_p = static_cast<float>(min_p);
+  g.sp.seed = seed < 0 ? std::random_device{}() : static_cast<uint32_t>(seed);
+  EM_RETURN_IF_ERROR(run_lockstep(ctx, setup, [&] { return generate(*setup.engine, g); }));
+  return report_runtime(ctx, setup, "run", g.n_eval + n_prompt, rf);
+}
 
-  SamplingParams sp;
-  sp.temp = static_cast<float>(temp);
-  sp.top_k = top_k;
-  sp.top_p = static_cast<float>(top_p);
-  sp.min_p = static_cast<float>(min_p);
-  sp.seed = seed < 0 ? std::random_device{}() : static_cast<uint32_t>(seed);
+namespace {
+
+Status generate(worker::Engine& eng, Generation& g) {
+  worker::Engine* engine = &eng;
+  const Tokenizer* tok = g.tok;
+  const std::vector<int32_t>& prompt_ids = g.prompt_ids;
+  const int64_t n_predict = g.n_predict;
+  const int64_t n_prompt = static_cast<int64_t>(prompt_ids.size());
+  const int64_t n_ctx = engine->n_ctx();
+  const SamplingParams& sp = g.sp;
   Sampler sampler(sp);
-  std::fprintf(stderr, "run: %s, %s kernels, %d threads, n_ctx = %lld, prompt %lld tokens\n", model_path.c_str(),
-               engine->kernels().name, threads, static_cast<long long>(n_ctx), static_cast<long long>(n_prompt));
+  std::fprintf(stderr, "run: %s, %s kernels, %d threads, n_ctx = %lld, prompt %lld tokens\n", g.model_path.c_str(),
+               engine->kernels().name, g.threads, static_cast<long long>(n_ctx), static_cast<long long>(n_prompt));
   if (sp.temp <= 0.0f) {
     std::fprintf(stderr, "run: sampling: greedy (temp = %.3f)\n", sp.temp);
   } else {
-    std::fprintf(stderr, "run: sampling: top_k = %d -> top_p = %.3f -> min_p = %.3f -> temp = %.3f, seed = %u\n", sp.top_k,
-                 sp.top_p, sp.min_p, sp.temp, sp.seed);
+    std::fprintf(stderr, "run: sampling: top_k = %d -> top_p = %.3f -> min_p = %.3f -> temp = %.3f, seed = %u\n",
+                 sp.top_k, sp.top_p, sp.min_p, sp.temp, sp.seed);
   }
 
   for (int32_t id : prompt_ids) std::fputs(tok->token_to_piece(id, /*special=*/false).c_str(), stdout);
   std::fflush(stdout);
 
-  std::vector<float> logits(static_cast<size_t>(model->hparams().n_vocab));  // one row, as decode() writes it
+  std::vector<float> logits(static_cast<size_t>(engine->n_vocab()));  // one row, as decode() writes it
   const int64_t last_row[1] = {n_prompt - 1};
   auto t0 = Clock::now();
   EM_RETURN_IF_ERROR(engine->decode(prompt_ids, last_row, logits.data()));
@@ -140,7 +181,8 @@ Status cmd_run(RankContext& ctx, const std::vector<std::string>& args) {
     std::fflush(stdout);
     if (n_predict >= 0 && n_gen >= n_predict) break;  // the last token needs no evaluation
     if (engine->n_past() >= engine->n_ctx()) {
-      std::fprintf(stderr, "\nrun: context full (%lld tokens, -c); stopping\n", static_cast<long long>(engine->n_ctx()));
+      std::fprintf(stderr, "\nrun: context full (%lld tokens, -c); stopping\n",
+                   static_cast<long long>(engine->n_ctx()));
       break;
     }
     const int32_t one[1] = {id};
@@ -153,7 +195,10 @@ Status cmd_run(RankContext& ctx, const std::vector<std::string>& args) {
   print_speed("prompt eval", n_prompt, t_prompt);
   print_speed("eval", n_eval, t_gen);
   std::fprintf(stderr, "run: generated %lld tokens\n", static_cast<long long>(n_gen));
+  g.n_eval = n_eval;
   return Status::Ok();
 }
+
+}  // namespace
 
 }  // namespace expertmesh::cli

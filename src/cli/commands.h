@@ -26,8 +26,11 @@ Status cmd_synth(RankContext& ctx, const std::vector<std::string>& args);
 Status cmd_convert(RankContext& ctx, const std::vector<std::string>& args);
 Status cmd_quantize(RankContext& ctx, const std::vector<std::string>& args);
 Status cmd_perplexity(RankContext& ctx, const std::vector<std::string>& args);
+Status cmd_imatrix(RankContext& ctx, const std::vector<std::string>& args);
+Status cmd_plan(RankContext& ctx, const std::vector<std::string>& args);
 Status cmd_run(RankContext& ctx, const std::vector<std::string>& args);
 Status cmd_bench(RankContext& ctx, const std::vector<std::string>& args);
+Status cmd_sweep(RankContext& ctx, const std::vector<std::string>& args);
 
 std::span<const Command> commands();
 

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "cli/commands.h"
+#include "comm/topology.h"
 #include "common/rank_context.h"
 
 namespace expertmesh::cli {
@@ -17,10 +18,13 @@ std::span<const Command> commands() {
   static const Command kCommands[] = {
       {"bench", "prompt processing and generation speed as llama-bench's table (pp/tg tokens/s)", cmd_bench},
       {"convert", "write a vocab-only GGUF from a Hugging Face tokenizer directory (--vocab-only)", cmd_convert},
+      {"imatrix", "importance matrix of a model on a calibration text (llama-imatrix .dat)", cmd_imatrix},
       {"inspect", "print a GGUF file's metadata, tensors and a size summary (gguf-dump)", cmd_inspect},
       {"perplexity", "perplexity and KL-divergence of a model on a text file (llama-perplexity)", cmd_perplexity},
+      {"plan", "print the placement of a model on N ranks: per-layer split, per-rank bytes, traffic", cmd_plan},
       {"quantize", "quantize a GGUF model (llama-quantize compatible flags)", cmd_quantize},
       {"run", "generate text from a prompt (llama-cli): greedy or top-k/top-p/min-p/temp sampling", cmd_run},
+      {"sweep", "quantize recipes and measure PPL / KLD against the base, with a table and plots", cmd_sweep},
       {"synth", "write a seeded random model (llama, qwen3, qwen3moe) for tests and demos", cmd_synth},
   };
   return kCommands;
@@ -84,16 +88,22 @@ int run_main(int argc, char** argv) {
     return 1;
   }
   RankContext& rc = **ctx;
+  // A rank launched bound to one NUMA node (launch/expertmesh-mpirun) keeps its memory there too.
+  // Nothing changes on 1-node machines or for unbound ranks; a failure only costs locality.
+  if (auto machine = topology::discover(false); machine.ok()) {
+    auto node = topology::bind_if_launched_bound(*machine);
+    if (!node.ok()) rc.log.warn("NUMA binding: {}", node.status().to_string());
+    if (node.ok() && *node >= 0) rc.log.debug("threads and memory bound to NUMA node {}", *node);
+  }
   std::vector<std::string> cmd_args(args.begin() + static_cast<long>(i) + 1, args.end());
   Status local = cmd->run(rc, cmd_args);
-  // All ranks agree on the outcome; the failing rank prints its own message, others stay quiet
-  // unless they are rank 0 (which names the failing rank).
+  // All ranks agree on the outcome and rank 0 prints the one message: its own failure, or the
+  // first failing rank and its cause ("rank 2 failed: ..."). Every rank exits non-zero.
   Status agreed = rc.agree(local);
   if (!agreed.ok()) {
-    if (!local.ok()) {
-      std::fprintf(stderr, "expertmesh %s: error: %s\n", cmd->name, local.message().c_str());
-    } else if (rc.is_root()) {
-      std::fprintf(stderr, "expertmesh %s: error: %s\n", cmd->name, agreed.message().c_str());
+    if (rc.is_root()) {
+      const Status& shown = local.ok() ? agreed : local;
+      std::fprintf(stderr, "expertmesh %s: error: %s\n", cmd->name, shown.message().c_str());
     }
     return 1;
   }

@@ -38,6 +38,7 @@ double encode_log_probs(const float* logits, int64_t n_vocab, int32_t tok, uint1
 
 struct KldSummary {
   double ppl = 0, ppl_base = 0;
+  double ppl_err = 0, ppl_base_err = 0;  // the ± of the Mean PPL(Q) / PPL(base) lines
   double kld_mean = 0, kld_median = 0, kld_p99 = 0, kld_max = 0;
   double same_top_p = 0;  // percent
   double rms_dp = 0;      // percent

@@ -144,7 +144,18 @@ void print_summary(FILE* out, const Acc& a, std::vector<float>& kv, std::vector<
   std::fprintf(out, "RMS Δp    : %6.3lf ± %5.3lf %%\n", 100.0 * rms, 100.0 * 0.5 / rms * mse.second);
   const double top = double(a.n_same_top) / double(a.count);
   std::fprintf(out, "Same top p: %6.3lf ± %5.3lf %%\n", 100.0 * top, 100.0 * std::sqrt(top * (1.0 - top) / double(a.count - 1)));
-  *s = KldSummary{ppl, pb, kl.first, median(kv), percentile(kv, .99f), kv.back(), 100.0 * top, 100.0 * rms, a.count};
+  *s = KldSummary{};
+  s->ppl = ppl;
+  s->ppl_base = pb;
+  s->ppl_err = ppl_unc;
+  s->ppl_base_err = pb_unc;
+  s->kld_mean = kl.first;
+  s->kld_median = median(kv);
+  s->kld_p99 = percentile(kv, .99f);
+  s->kld_max = kv.back();
+  s->same_top_p = 100.0 * top;
+  s->rms_dp = 100.0 * rms;
+  s->count = a.count;
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "model/model.h"
 
 #include <algorithm>
+#include <iterator>
 #include <set>
 
 #include <fmt/format.h>
@@ -14,6 +15,22 @@ std::string format_shape(const int64_t* ne, int n) {
   std::string s = "[";
   for (int i = 0; i < n; ++i) s += fmt::format("{}{}", i ? ", " : "", ne[i]);
   return s + "]";
+}
+
+bool Weight::holds(int64_t r0, int64_t n) const {
+  if (n <= 0 || r0 < 0 || r0 + n > n_rows()) return false;
+  if (data) return true;
+  const auto it = std::upper_bound(blocks.begin(), blocks.end(), r0,
+                                   [](int64_t r, const RowBlock& b) { return r < b.begin; });
+  return it != blocks.begin() && r0 + n <= std::prev(it)->end;
+}
+
+const uint8_t* Weight::held_row(int64_t r) const {
+  const auto it =
+      std::upper_bound(blocks.begin(), blocks.end(), r, [](int64_t x, const RowBlock& b) { return x < b.begin; });
+  if (it == blocks.begin()) return nullptr;
+  const RowBlock& b = *std::prev(it);
+  return r < b.end ? b.data + (r - b.begin) * row_bytes : nullptr;
 }
 
 Status TensorBinder::take(const std::string& name, std::vector<int64_t> ne, TypeRule rule, Weight* out, bool optional) {

@@ -3,8 +3,10 @@
 // model with a missing, extra, mis-shaped or wrongly typed tensor fails here, at load, with one
 // message naming the tensor and what was expected — never later in the forward.
 //
-// Weights point into the read-only mapping; a Model is immutable after load() and may be read
-// by any thread.
+// Weights point into the read-only mapping (no tensor data is read at load: pages fault in on
+// first use). A rank that holds only part of the model copies its rows into private memory
+// instead (worker::WeightStore) and never touches these pointers. A Model is immutable after
+// load() and may be read by any thread.
 #pragma once
 
 #include <cstdint>
@@ -20,16 +22,33 @@
 
 namespace expertmesh {
 
-// One bound tensor (or an absent optional one: data == nullptr).
+// A run of consecutive rows of a tensor held in memory (rows counted over ne[1]·ne[2]·ne[3]).
+struct RowBlock {
+  int64_t begin = 0, end = 0;     // rows [begin, end)
+  const uint8_t* data = nullptr;  // row `begin`; the following rows at row_bytes strides
+};
+
+// One bound tensor (or an absent optional one: present() false).
+//
+// Its rows live either all at `data` (the whole tensor: the file mapping after Model::load) or,
+// in a rank's share of the model (worker::WeightStore), only the rows of `blocks` (ascending,
+// disjoint; `data` is then nullptr). row() of a row this copy does not hold is nullptr; callers
+// that take row ranges check holds() first.
 struct Weight {
   std::string name;
   GgmlType type = GgmlType::F32;
   int64_t ne[4] = {1, 1, 1, 1};
   int64_t row_bytes = 0;  // bytes of one row of ne[0] elements
   const uint8_t* data = nullptr;
-  bool present() const { return data != nullptr; }
+  std::vector<RowBlock> blocks;
+  bool present() const { return data != nullptr || !blocks.empty(); }
   int64_t n_rows() const { return ne[1] * ne[2] * ne[3]; }
-  const uint8_t* row(int64_t r) const { return data + r * row_bytes; }
+  const uint8_t* row(int64_t r) const { return data ? data + r * row_bytes : held_row(r); }
+  // True when rows [r0, r0 + n) are all held in one contiguous run (n > 0).
+  bool holds(int64_t r0, int64_t n) const;
+
+ private:
+  const uint8_t* held_row(int64_t r) const;
 };
 
 struct LayerWeights {

@@ -84,6 +84,31 @@ void norm_and_rope(const StepContext& c, Buf& x, int64_t n_heads, const Weight* 
   });
 }
 
+// The exact tensor-parallel output projection: gathers every rank's activation columns
+// (`local`: n_tok × its span of `in_spans`, in units of `unit` columns) into n_tok × in_width,
+// computes this rank's output rows `mine` of `w` with whole dot products, and gathers every
+// rank's rows (`out_spans`, by stage index) into n_tok × n_embd on every rank of the stage.
+Result<Buf> project_out(const StepContext& c, const Weight& w, const Buf& local, int64_t in_width,
+                        const std::vector<Span>& in_spans, int64_t unit, const std::vector<Span>& out_spans, Span mine,
+                        const char* trace_name) {
+  const int64_t n_embd = c.hp.n_embd;
+  if (!c.gather_cols || !*c.gather_cols) return Status::Internal("split layer plan without a stage to gather over");
+  std::vector<Span> spans(in_spans);
+  for (Span& s : spans) s = {s.begin * unit, s.end * unit};
+  Buf in(size_t(c.n_tok * in_width));
+  EM_RETURN_IF_ERROR((*c.gather_cols)(local.data(), c.n_tok, spans, in_width, in.data()));
+  const int64_t nr = mine.size();
+  Buf rows(size_t(c.n_tok * nr));
+  if (nr > 0) {
+    EM_RETURN_IF_ERROR(c.observe_input(w, -1, in.data(), c.n_tok, in_width));
+    EM_RETURN_IF_ERROR(matmul(w, mine.begin, nr, in.data(), in_width, c.n_tok, rows.data(), nr, c.pool, c.k));
+  }
+  Buf out(size_t(c.n_tok * n_embd));
+  EM_RETURN_IF_ERROR((*c.gather_cols)(rows.data(), c.n_tok, out_spans, n_embd, out.data()));
+  c.trace(trace_name, out, n_embd);
+  return out;
+}
+
 }  // namespace
 
 Result<Buf> attention(const StepContext& c, const LayerWeights& w, const LayerPlan& p, const Buf& h,
@@ -93,8 +118,12 @@ Result<Buf> attention(const StepContext& c, const LayerWeights& w, const LayerPl
   const int64_t hb = p.head_begin, he = p.head_end;
   const int64_t kvb = p.kv_head_begin(n_gqa), kve = p.kv_head_end(n_gqa);
   const int64_t nq = he - hb, nkv = kve - kvb;
+  if (nq == 0) return project_out(c, w.wo, Buf(), hp.n_head * hd, p.stage_heads, hd, p.stage_attn_out, p.attn_out, "attn_out");
   // Projections of this rank's heads: Qcur [n_tok × nq*hd], Kcur/Vcur [n_tok × nkv*hd].
   Buf q(size_t(c.n_tok * nq * hd)), k(size_t(c.n_tok * nkv * hd)), v(size_t(c.n_tok * nkv * hd));
+  EM_RETURN_IF_ERROR(c.observe_input(w.wq, -1, h.data(), c.n_tok, hp.n_embd));
+  EM_RETURN_IF_ERROR(c.observe_input(w.wk, -1, h.data(), c.n_tok, hp.n_embd));
+  EM_RETURN_IF_ERROR(c.observe_input(w.wv, -1, h.data(), c.n_tok, hp.n_embd));
   EM_RETURN_IF_ERROR(matmul(w.wq, hb * hd, nq * hd, h.data(), hp.n_embd, c.n_tok, q.data(), nq * hd, c.pool, c.k));
   EM_RETURN_IF_ERROR(matmul(w.wk, kvb * hd, nkv * hd, h.data(), hp.n_embd, c.n_tok, k.data(), nkv * hd, c.pool, c.k));
   EM_RETURN_IF_ERROR(matmul(w.wv, kvb * hd, nkv * hd, h.data(), hp.n_embd, c.n_tok, v.data(), nkv * hd, c.pool, c.k));
@@ -107,7 +136,8 @@ Result<Buf> attention(const StepContext& c, const LayerWeights& w, const LayerPl
   // Store this batch's K/V, then attend over everything cached so far.
   int64_t n_kv = c.kv.used();
   for (int64_t t = 0; t < c.n_tok; ++t) {
-    EM_RETURN_IF_ERROR(c.kv.store(c.kv_layer, c.pos[t], k.data() + t * nkv * hd, v.data() + t * nkv * hd));
+    EM_RETURN_IF_ERROR(
+        c.kv.store(c.kv_layer, c.pos[t], kvb - c.kv_head0, nkv, k.data() + t * nkv * hd, v.data() + t * nkv * hd));
     n_kv = std::max<int64_t>(n_kv, c.pos[t] + 1);
   }
   const float scale = 1.0f / std::sqrt(float(hd));
@@ -134,9 +164,11 @@ Result<Buf> attention(const StepContext& c, const LayerWeights& w, const LayerPl
   });
   for (const Status& s : errors) EM_RETURN_IF_ERROR(s);
   c.trace("kqv_out", kqv, nq * hd);
+  if (!p.stage_heads.empty()) return project_out(c, w.wo, kqv, hp.n_head * hd, p.stage_heads, hd, p.stage_attn_out, p.attn_out, "attn_out");
 
-  // Output projection over this rank's head columns: a partial sum when heads are split.
+  // Output projection over this rank's head columns (all of them on one rank).
   Buf out(size_t(c.n_tok * hp.n_embd));
+  EM_RETURN_IF_ERROR(c.observe_input(w.wo, -1, kqv.data(), c.n_tok, nq * hd, hb * hd));
   EM_RETURN_IF_ERROR(matmul(w.wo, 0, hp.n_embd, kqv.data(), nq * hd, c.n_tok, out.data(), hp.n_embd, c.pool, c.k,
                             ColRange{hb * hd, he * hd}));
   EM_RETURN_IF_ERROR(c.combine(out));
@@ -145,15 +177,22 @@ Result<Buf> attention(const StepContext& c, const LayerWeights& w, const LayerPl
 }
 
 Result<Buf> ffn_swiglu(const StepContext& c, const LayerWeights& w, const LayerPlan& p, const Buf& h) {
-  const int64_t n_embd = c.hp.n_embd, n_ff = w.ffn_up.ne[1];
+  const int64_t n_embd = c.hp.n_embd, f0 = p.ffn_begin, n_ff = p.ffn_end - p.ffn_begin;
+  if (n_ff == 0 && !p.stage_ffn.empty())
+    return project_out(c, w.ffn_down, Buf(), w.ffn_down.ne[0], p.stage_ffn, 1, p.stage_ffn_out, p.ffn_out, "ffn_out");
   Buf out(size_t(c.n_tok * n_embd), 0.0f);
-  if (p.dense_ffn) {
+  if (n_ff > 0) {
     Buf gate(size_t(c.n_tok * n_ff)), up(size_t(c.n_tok * n_ff)), act(size_t(c.n_tok * n_ff));
-    EM_RETURN_IF_ERROR(matmul(w.ffn_gate, 0, n_ff, h.data(), n_embd, c.n_tok, gate.data(), n_ff, c.pool, c.k));
-    EM_RETURN_IF_ERROR(matmul(w.ffn_up, 0, n_ff, h.data(), n_embd, c.n_tok, up.data(), n_ff, c.pool, c.k));
+    EM_RETURN_IF_ERROR(c.observe_input(w.ffn_gate, -1, h.data(), c.n_tok, n_embd));
+    EM_RETURN_IF_ERROR(c.observe_input(w.ffn_up, -1, h.data(), c.n_tok, n_embd));
+    EM_RETURN_IF_ERROR(matmul(w.ffn_gate, f0, n_ff, h.data(), n_embd, c.n_tok, gate.data(), n_ff, c.pool, c.k));
+    EM_RETURN_IF_ERROR(matmul(w.ffn_up, f0, n_ff, h.data(), n_embd, c.n_tok, up.data(), n_ff, c.pool, c.k));
     c.k.swiglu_f32(gate.data(), up.data(), act.data(), c.n_tok * n_ff);
     c.trace("ffn_act", act, n_ff);
-    EM_RETURN_IF_ERROR(matmul(w.ffn_down, 0, n_embd, act.data(), n_ff, c.n_tok, out.data(), n_embd, c.pool, c.k));
+    if (!p.stage_ffn.empty()) return project_out(c, w.ffn_down, act, w.ffn_down.ne[0], p.stage_ffn, 1, p.stage_ffn_out, p.ffn_out, "ffn_out");
+    EM_RETURN_IF_ERROR(c.observe_input(w.ffn_down, -1, act.data(), c.n_tok, n_ff, f0));
+    EM_RETURN_IF_ERROR(matmul(w.ffn_down, 0, n_embd, act.data(), n_ff, c.n_tok, out.data(), n_embd, c.pool, c.k,
+                              ColRange{f0, f0 + n_ff}));
   }
   EM_RETURN_IF_ERROR(c.combine(out));
   c.trace("ffn_out", out, n_embd);
@@ -196,6 +235,7 @@ Routing route(const StepContext& c, const Buf& logits) {
 Result<Buf> moe_ffn(const StepContext& c, const LayerWeights& w, const LayerPlan& p, const Buf& h) {
   const int64_t n_embd = c.hp.n_embd, n_ff = c.hp.n_ff_exp, kk = c.hp.n_expert_used, ne = c.hp.n_expert;
   Buf logits(size_t(c.n_tok * ne));
+  EM_RETURN_IF_ERROR(c.observe_input(w.ffn_gate_inp, -1, h.data(), c.n_tok, n_embd));
   EM_RETURN_IF_ERROR(matmul(w.ffn_gate_inp, 0, ne, h.data(), n_embd, c.n_tok, logits.data(), ne, c.pool, c.k));
   c.trace("ffn_moe_logits", logits, ne);
   const Routing r = route(c, logits);
@@ -211,19 +251,29 @@ Result<Buf> moe_ffn(const StepContext& c, const LayerWeights& w, const LayerPlan
     Buf xe(size_t(m * n_embd)), gate(size_t(m * n_ff)), up(size_t(m * n_ff)), act(size_t(m * n_ff)), ye(size_t(m * n_embd));
     for (int64_t i = 0; i < m; ++i)
       std::copy_n(h.data() + slots[size_t(i)] / kk * n_embd, n_embd, xe.data() + i * n_embd);
+    EM_RETURN_IF_ERROR(c.observe_input(w.ffn_gate_exps, e, xe.data(), m, n_embd));
+    EM_RETURN_IF_ERROR(c.observe_input(w.ffn_up_exps, e, xe.data(), m, n_embd));
     EM_RETURN_IF_ERROR(matmul(w.ffn_gate_exps, e * n_ff, n_ff, xe.data(), n_embd, m, gate.data(), n_ff, c.pool, c.k));
     EM_RETURN_IF_ERROR(matmul(w.ffn_up_exps, e * n_ff, n_ff, xe.data(), n_embd, m, up.data(), n_ff, c.pool, c.k));
     c.k.swiglu_f32(gate.data(), up.data(), act.data(), m * n_ff);
+    EM_RETURN_IF_ERROR(c.observe_input(w.ffn_down_exps, e, act.data(), m, n_ff));
     EM_RETURN_IF_ERROR(matmul(w.ffn_down_exps, e * n_embd, n_embd, act.data(), n_ff, m, ye.data(), n_embd, c.pool, c.k));
     for (int64_t i = 0; i < m; ++i)
       std::copy_n(ye.data() + i * n_embd, n_embd, y.data() + slots[size_t(i)] * n_embd);
+  }
+  // Complete the slots computed elsewhere in the stage. Exchanging per-slot outputs instead of
+  // reducing weighted partial sums costs k times the traffic of one reduce but keeps the sum
+  // below in the one-rank order, so MoE results are bit-identical under any expert placement.
+  if (c.gather_slots && *c.gather_slots && !p.expert_owner.empty()) {
+    std::vector<int32_t> owner(r.expert.size());
+    for (size_t i = 0; i < owner.size(); ++i) owner[i] = p.expert_owner[size_t(r.expert[i])];
+    EM_RETURN_IF_ERROR((*c.gather_slots)(y.data(), owner, n_embd));
   }
   // Weighted sum in slot order (the peer's order: w_0 y_0 + w_1 y_1 + ...).
   Buf out(size_t(c.n_tok * n_embd), 0.0f);
   for (int64_t t = 0; t < c.n_tok; ++t)
     for (int64_t j = 0; j < kk; ++j)
       c.k.axpy_f32(r.weight[size_t(t * kk + j)], y.data() + (t * kk + j) * n_embd, out.data() + t * n_embd, n_embd);
-  EM_RETURN_IF_ERROR(c.combine(out));
   c.trace("ffn_moe_out", out, n_embd);
   return out;
 }

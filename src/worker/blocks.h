@@ -26,6 +26,27 @@ using Buf = std::vector<float>;
 using ReduceFn = std::function<Status(float* data, int64_t n)>;
 // Receives named intermediates (--dump-activations): name, layer (-1 for global), rows × cols.
 using DumpFn = std::function<void(const std::string& name, int64_t layer, const float* data, int64_t rows, int64_t cols)>;
+// The activations one weight matmul is about to read (statistics such as the imatrix): row t of
+// x (n_rows rows of n_cols floats, stride ldx) multiplies columns [col_begin, col_begin + n_cols)
+// of `w`; for a 3-D expert weight only the slice `expert` (-1 for 2-D weights). `layer` is -1
+// for the output head. For experts, the rows are exactly the tokens routed to that expert.
+struct MatmulInput {
+  const Weight* w = nullptr;
+  int32_t expert = -1;
+  int64_t layer = -1;
+  const float* x = nullptr;
+  int64_t n_rows = 0, n_cols = 0, ldx = 0, col_begin = 0;
+};
+// Called right before the matmul; a non-OK status aborts the forward with that status.
+using MatmulObserver = std::function<Status(const MatmulInput& in)>;
+// Completes per-slot MoE outputs across the stage: y holds n_slots rows of `width` floats (slot
+// = token*k + j); on entry this rank filled the rows of the slots whose owner (stage index in
+// `owner`) is this rank; on return every row is filled, bit-identical to what its owner computed.
+using SlotGatherFn = std::function<Status(float* y, const std::vector<int32_t>& owner, int64_t width)>;
+// Assembles column blocks across the stage: stage rank i holds n_tok rows of spans[i].size()
+// floats (`local` on this rank); on return `full` (n_tok × width) has block i at columns spans[i].
+using GatherColsFn = std::function<Status(const float* local, int64_t n_tok, const std::vector<Span>& spans,
+                                          int64_t width, float* full)>;
 
 struct StepContext {
   const HParams& hp;
@@ -38,8 +59,16 @@ struct StepContext {
   int64_t kv_head0 = 0;          // first KV head the cache holds
   const ReduceFn* reduce = nullptr;
   const DumpFn* dump = nullptr;
+  const MatmulObserver* observe = nullptr;
+  const SlotGatherFn* gather_slots = nullptr;  // null or empty: every expert is local
+  const GatherColsFn* gather_cols = nullptr;   // used when a LayerPlan has stage spans
   int64_t layer = 0;
 
+  Status observe_input(const Weight& w, int32_t expert, const float* x, int64_t rows, int64_t cols,
+                       int64_t col_begin = 0) const {
+    if (!observe || !*observe) return Status::Ok();
+    return (*observe)(MatmulInput{&w, expert, layer, x, rows, cols, cols, col_begin});
+  }
   void trace(const char* name, const Buf& b, int64_t cols) const {
     if (dump && *dump) (*dump)(name, layer, b.data(), n_tok, cols);
   }
@@ -57,15 +86,22 @@ struct AttentionOptions {
 };
 
 // Self-attention of this rank's heads: projections, optional q/k norm, RoPE, KV store, causal
-// softmax(QK^T/sqrt(d))V, output projection (partial over the heads), combined via reduce.
+// softmax(QK^T/sqrt(d))V, then the output projection. One rank: over all heads. A stage of
+// several ranks (p.stage_heads set): the heads' outputs are gathered (gather_cols), each rank
+// computes its share of the output rows (p.attn_out) with whole dot products and those are gathered,
+// so the result is bit-identical to one rank's. A rank may own no heads.
 Result<Buf> attention(const StepContext& c, const LayerWeights& w, const LayerPlan& p, const Buf& h,
                       AttentionOptions opt);
 
-// Dense SwiGLU FFN: down(silu(gate h) * up h).
+// Dense SwiGLU FFN: down(silu(gate h) * up h); this rank's rows [ffn_begin, ffn_end) of gate/up.
+// Over a stage of several ranks (p.stage_ffn set) the activations are gathered and each rank
+// computes its rows of down, gathered like attention's output (exact).
 Result<Buf> ffn_swiglu(const StepContext& c, const LayerWeights& w, const LayerPlan& p, const Buf& h);
 
-// Routed MoE FFN: softmax router over all experts, top-k, optional renormalisation, weighted sum
-// of this rank's experts (partial over experts), combined via reduce.
+// Routed MoE FFN: softmax router over all experts, top-k, optional renormalisation; this rank
+// runs its experts for the slots routed to them, the per-slot outputs are completed with
+// gather_slots (exact: each slot is computed by exactly one rank), and the weighted sum is taken
+// in slot order on every rank, so the result does not depend on the expert placement.
 Result<Buf> moe_ffn(const StepContext& c, const LayerWeights& w, const LayerPlan& p, const Buf& h);
 
 // One query row of causal attention over n_kv cached rows: scores = K q * scale, entries with

@@ -4,12 +4,20 @@
 //
 // One forward: embed (if plan.embed) -> for each LayerPlan: arch.layer(step, weights, plan, x)
 // -> output norm + head for the requested rows (if plan.output).
+//
+// Distributed (set_cluster, ARCHITECTURE.md §3): all ranks run in lockstep. Rank 0 drives: its
+// decode() broadcasts the batch as a proto::TokenBatch, the other ranks sit in follow() and run
+// the same batch. Within a pipeline stage, attention and dense-FFN activations and output rows
+// are gathered and MoE per-slot outputs exchanged (all exact: bit-identical to one rank); the
+// first stage embeds, hidden states go from each stage's first rank to the next stage's, and
+// the last stage's ranks compute their vocabulary rows, gathered to rank 0.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <span>
 
+#include "comm/cluster.h"
 #include "common/status.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "model/model.h"
@@ -17,6 +25,7 @@
 #include "worker/kv_cache.h"
 #include "worker/plan.h"
 #include "worker/thread_pool.h"
+#include "worker/weight_store.h"
 
 namespace expertmesh::worker {
 
@@ -25,6 +34,9 @@ struct EngineOptions {
   int64_t n_ctx = 512;
   GgmlType type_k = GgmlType::F16;  // -ctk
   GgmlType type_v = GgmlType::F16;  // -ctv
+  // kAuto: a rank that holds the whole model uses the file mapping (nothing read at load, the
+  // page cache shared); a rank with a share of it reads exactly its rows into private memory.
+  WeightSource weights = WeightSource::kAuto;
 };
 
 class Engine {
@@ -35,20 +47,44 @@ class Engine {
   const cpu::Kernels& kernels() const { return k_; }
   int64_t n_ctx() const { return kv_.n_ctx(); }
   int64_t n_past() const { return kv_.used(); }
-  // Starts a new sequence (clears the KV cache).
+  int64_t n_vocab() const { return weights().output.ne[1]; }
+  // The weights the engine computes with: the model's mapping, or this rank's private share.
+  const ModelWeights& weights() const { return *w_; }
+  // The private share (nullptr when the engine uses the file mapping).
+  const WeightStore* weight_store() const { return store_.get(); }
+  const RankPlan& plan() const { return plan_; }
+  // Starts a new sequence (clears the KV cache). Followers clear when a batch starts at 0.
   void clear() { kv_.clear(); }
+  // Makes this engine one rank of a distributed job; `c` (not owned) outlives the engine and
+  // matches the plan's stage. Without a cluster the plan must be complete (one rank).
+  void set_cluster(comm::Cluster* c);
   void set_dump(DumpFn fn) { dump_ = std::move(fn); }
   void set_reduce(ReduceFn fn) { reduce_ = std::move(fn); }
+  // Sees every weight matmul's input before it runs (imatrix statistics); empty: none.
+  void set_observer(MatmulObserver fn) { observe_ = std::move(fn); }
 
   // Evaluates `tokens` at positions n_past() .. n_past()+n-1 and appends them to the cache.
   // Writes the logits of the rows listed in `out_rows` (indices into tokens, ascending) to
   // `logits` (out_rows.size() × n_vocab). Errors: token id out of range, context full.
+  // Distributed: call on rank 0 only (the others are in follow()); logits arrive on rank 0.
   Status decode(std::span<const int32_t> tokens, std::span<const int64_t> out_rows, float* logits);
+  // Ranks other than 0: run the batches rank 0 broadcasts until it calls finish(). Every rank
+  // checks each batch alike, so bad input fails on every rank at the same step; a failure on
+  // one rank only reaches the others through the cluster's failure channel.
+  Status follow();
+  // Rank 0: releases the followers (a shutdown batch). No-op on one rank.
+  Status finish();
 
  private:
   Engine(const Model& m, RankPlan plan, const EngineOptions& opt, KvCache kv);
   Status embed(std::span<const int32_t> tokens, float* x);
   Status output(const Buf& x, int64_t n_tok, std::span<const int64_t> out_rows, float* logits);
+  // One forward of `tokens` at positions pos0.. on this rank's share (every rank runs it).
+  Status step(std::span<const int32_t> tokens, int64_t pos0, std::span<const int64_t> out_rows, float* logits);
+  Status hidden_in(std::span<const int32_t> tokens, float* x);
+  Status gather_slots(float* y, const std::vector<int32_t>& owner, int64_t width);
+  Status gather_cols(const float* local, int64_t n_tok, const std::vector<Span>& spans, int64_t width, float* full);
+  bool distributed() const { return cluster_ && cluster_->world() > 1; }
 
   const Model& model_;
   RankPlan plan_;
@@ -59,6 +95,12 @@ class Engine {
   int64_t kv_head0_ = 0;
   DumpFn dump_;
   ReduceFn reduce_;
+  MatmulObserver observe_;
+  SlotGatherFn gather_slots_;
+  GatherColsFn gather_cols_;
+  comm::Cluster* cluster_ = nullptr;
+  std::unique_ptr<WeightStore> store_;
+  const ModelWeights* w_ = nullptr;
 };
 
 }  // namespace expertmesh::worker

@@ -6,8 +6,8 @@
 
 namespace expertmesh::worker {
 
-Result<KvCache> KvCache::create(GgmlType type_k, GgmlType type_v, int64_t n_layer, int64_t n_kv_heads,
-                                int64_t head_dim, int64_t n_ctx) {
+Result<KvCache> KvCache::create(GgmlType type_k, GgmlType type_v, int64_t n_layer, int64_t n_kv_heads, int64_t head_dim,
+                                int64_t n_ctx) {
   KvCache c;
   c.type_k_ = type_k;
   c.type_v_ = type_v;
@@ -35,14 +35,18 @@ uint8_t* KvCache::row(std::vector<uint8_t>& buf, int64_t row_bytes, int64_t l, i
   return buf.data() + ((l * n_kv_heads_ + h) * n_ctx_ + pos) * row_bytes;
 }
 
-Status KvCache::store(int64_t l, int64_t pos, const float* k, const float* v) {
+Status KvCache::store(int64_t l, int64_t pos, int64_t h0, int64_t n_heads, const float* k, const float* v) {
   if (pos < 0 || pos >= n_ctx_ || l < 0 || l >= n_layer_)
     return Status::OutOfRange(fmt::format("KV cache: position {} outside the context of {}", pos, n_ctx_));
-  for (int64_t h = 0; h < n_kv_heads_; ++h) {
-    EM_RETURN_IF_ERROR(quant::quantize_rows(type_k_, k + h * head_dim_, row(k_, k_row_, l, pos, h), 1, head_dim_,
-                                            nullptr, 1));
-    EM_RETURN_IF_ERROR(quant::quantize_rows(type_v_, v + h * head_dim_, row(v_, v_row_, l, pos, h), 1, head_dim_,
-                                            nullptr, 1));
+  if (h0 < 0 || n_heads < 0 || h0 + n_heads > n_kv_heads_)
+    return Status::Internal(
+        fmt::format("KV cache: heads [{}, {}) outside the {} it holds", h0, h0 + n_heads, n_kv_heads_));
+  for (int64_t i = 0; i < n_heads; ++i) {
+    const int64_t h = h0 + i;
+    EM_RETURN_IF_ERROR(
+        quant::quantize_rows(type_k_, k + i * head_dim_, row(k_, k_row_, l, pos, h), 1, head_dim_, nullptr, 1));
+    EM_RETURN_IF_ERROR(
+        quant::quantize_rows(type_v_, v + i * head_dim_, row(v_, v_row_, l, pos, h), 1, head_dim_, nullptr, 1));
   }
   return Status::Ok();
 }

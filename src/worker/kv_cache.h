@@ -14,8 +14,8 @@ namespace expertmesh::worker {
 class KvCache {
  public:
   // Validates that head_dim rows are whole blocks of the types (Q8_0: multiple of 32).
-  static Result<KvCache> create(GgmlType type_k, GgmlType type_v, int64_t n_layer, int64_t n_kv_heads,
-                                int64_t head_dim, int64_t n_ctx);
+  static Result<KvCache> create(GgmlType type_k, GgmlType type_v, int64_t n_layer, int64_t n_kv_heads, int64_t head_dim,
+                                int64_t n_ctx);
   int64_t n_ctx() const { return n_ctx_; }
   int64_t head_dim() const { return head_dim_; }
   GgmlType type_k() const { return type_k_; }
@@ -24,8 +24,9 @@ class KvCache {
   int64_t used() const { return used_; }
   void set_used(int64_t n) { used_ = n; }
 
-  // Stores K and V (n_kv_heads × head_dim floats each) of local layer `l` at position `pos`.
-  Status store(int64_t l, int64_t pos, const float* k, const float* v);
+  // Stores K and V (n_heads × head_dim floats each) of the cache's heads [h0, h0 + n_heads) of
+  // local layer `l` at position `pos` (a layer may use fewer heads than the cache holds).
+  Status store(int64_t l, int64_t pos, int64_t h0, int64_t n_heads, const float* k, const float* v);
   // Dequantizes positions [0, n) of kv head `h` of layer `l` to n × head_dim floats.
   Status load_k(int64_t l, int64_t h, int64_t n, float* out) const;
   Status load_v(int64_t l, int64_t h, int64_t n, float* out) const;

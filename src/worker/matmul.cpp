@@ -47,6 +47,8 @@ void round_activations_q8_2(const float* x, float* out, int64_t n) {
 
 Status dequantize_row(const Weight& w, int64_t r, float* out) {
   const int64_t il = interleave_of(w.type);
+  if (!w.holds(r / il * il, il))
+    return Status::Internal(fmt::format("{}: row {} is not held by this rank", w.name, r));
   if (il == 1) return quant::dequantize_rows(w.type, w.row(r), out, 1, w.ne[0], 1);
   std::vector<float> group(size_t(il * w.ne[0]));
   const int64_t g0 = r / il * il;
@@ -62,6 +64,9 @@ Status matmul(const Weight& w, int64_t row0, int64_t nrows, const float* x, int6
   if (c0 < 0 || c1 > ne0 || c0 >= c1) return Status::Internal(fmt::format("matmul {}: bad column range", w.name));
   if (row0 < 0 || row0 + nrows > w.n_rows())
     return Status::Internal(fmt::format("matmul {}: rows out of range", w.name));
+  if (nrows > 0 && !w.holds(row0, nrows))  // a plan/store mismatch, never user input
+    return Status::Internal(
+        fmt::format("matmul {}: rows [{}, {}) are not held by this rank", w.name, row0, row0 + nrows));
   const bool is_f32 = w.type == GgmlType::F32;
   if (!is_f32 && !quant::quant_fns(w.type).to_float)
     return Status::Unsupported(fmt::format("{}: no dequantizer for type {}", w.name, type_name(w.type)));

@@ -1,0 +1,66 @@
+// Built-in semantics of the chat-template interpreter: jinja2's attribute and item lookup,
+// Python operators, iteration, tests (`is ...`), filters (`| ...`) and the methods of str, dict
+// and list that templates call. All are pure functions of their arguments; errors are Status
+// messages without a location (the interpreter adds "line L:C").
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "model/chat_template/value.h"
+
+namespace expertmesh::chat {
+
+// Limits shared by the built-ins: no string or list they build may exceed max_size bytes/items.
+struct BuiltinLimits {
+  size_t max_size = 16u << 20;
+};
+
+// jinja2 Environment.getattr: a method of the object (str/dict/list methods, as bound
+// callables) first, then the item of that name; a missing one is undefined, except that any
+// access on undefined is an error.
+Result<Value> get_attr(const Value& obj, const std::string& name, const BuiltinLimits& lim);
+// jinja2 Environment.getitem: the item first (negative list indices count from the end), then
+// a method of that name; out of range or missing is undefined.
+Result<Value> get_item(const Value& obj, const Value& key, const BuiltinLimits& lim);
+// Python slicing obj[start:stop:step] for strings (code points), lists and tuples.
+Result<Value> get_slice(const Value& obj, const Value& start, const Value& stop, const Value& step);
+
+// Python binary operators: + - * / // % ** and jinja2's ~ (string concatenation).
+Result<Value> binary_op(const std::string& op, const Value& a, const Value& b, const BuiltinLimits& lim);
+Result<Value> negate(const Value& v);
+// Python `item in container`.
+Result<bool> contains(const Value& container, const Value& item);
+// Python iteration: list items, dict keys, string code points; undefined iterates as empty.
+Result<std::vector<Value>> iterate(const Value& v);
+// Python len(); undefined has length 0.
+Result<int64_t> length_of(const Value& v);
+
+// `value is name(args)`.
+Result<bool> apply_test(const std::string& name, const Value& value, const CallArgs& args);
+bool has_test(const std::string& name);
+// `value | name(args)`.
+Result<Value> apply_filter(const std::string& name, const Value& value, const CallArgs& args, const BuiltinLimits& lim);
+bool has_filter(const std::string& name);
+
+// Python printf-style formatting (`"%s" % x`, `|format`): %s %r %d %i %f %e %g %x %o %c %%, with
+// flags, width and precision.
+Result<std::string> percent_format(const std::string& fmt, const std::vector<Value>& args);
+
+// Methods of str (startswith, split, strip, ...), dict (items, keys, values, get) and list
+// (index, count): the bound callable for `obj.name`, or nullopt when the type has no such method.
+std::optional<Value> bound_method(const Value& obj, const std::string& name, const BuiltinLimits& lim);
+
+// String helpers shared by methods and filters (Python semantics on code points).
+std::string py_strip(const std::string& s, const Value* chars, bool left, bool right);
+std::string py_upper(const std::string& s);
+std::string py_lower(const std::string& s);
+std::string py_title(const std::string& s);       // str.title()
+std::string py_capitalize(const std::string& s);  // str.capitalize()
+std::vector<std::string> py_split(const std::string& s, const Value* sep, int64_t maxsplit, bool from_right);
+std::string py_replace(const std::string& s, const std::string& old, const std::string& repl, int64_t count);
+
+}  // namespace expertmesh::chat
