@@ -35,23 +35,28 @@ step "expertmesh synth -> $MODEL"
 step "mpirun -np 2 expertmesh inspect $MODEL"
 "${EM_MPIRUN[@]}" -np 2 "$EM" inspect "$MODEL"
 
-# ---- 3. quantize on 2 ranks --------------------------------------------------------------------
-# --pure: every quantizable tensor becomes IQ4_KS (ik_llama.cpp's type). Today rank 0 does the
-# work and rank 1 waits for the agreed result; dealing tensors to ranks comes with the cluster
-# quantize job.
+# ---- 3. the placement on 2 ranks ----------------------------------------------------------------
+# What each rank would hold under the default policy (ep: experts dealt, heads split), from the
+# metadata alone, with the per-token traffic.
+step "expertmesh plan -m $MODEL --np 2"
+"$EM" plan -m "$MODEL" --np 2
+
+# ---- 4. quantize on 2 ranks --------------------------------------------------------------------
+# --pure: every quantizable tensor becomes IQ4_KS (ik_llama.cpp's type). Tensors are dealt to the
+# ranks by cost and written at precomputed offsets; the file is identical to a 1-rank run.
 QMODEL="$OUT/qwen3moe-tiny-IQ4_KS.gguf"
 step "mpirun -np 2 expertmesh quantize --pure $MODEL $QMODEL IQ4_KS"
 "${EM_MPIRUN[@]}" -np 2 "$EM" quantize --pure "$MODEL" "$QMODEL" IQ4_KS
 step "expertmesh inspect --no-tensors $QMODEL"
 "$EM" inspect --no-tensors "$QMODEL"
 
-# ---- 4. generate text on 2 ranks --------------------------------------------------------------
-# The weights are random, so the text is gibberish. Rank 0 computes until the distributed
-# runtime shards layers over the ranks.
+# ---- 5. generate text on 2 ranks --------------------------------------------------------------
+# The weights are random, so the text is gibberish. Each rank computes its heads and experts;
+# the tokens are the ones a single rank generates.
 step "mpirun -np 2 expertmesh run -m $QMODEL -p 'Once upon a time' -n 32 --temp 0"
 "${EM_MPIRUN[@]}" -np 2 "$EM" run -m "$QMODEL" -p "Once upon a time" -n 32 --temp 0
 
-# ---- 5. perplexity on 2 ranks -----------------------------------------------------------------
+# ---- 6. perplexity on 2 ranks -----------------------------------------------------------------
 # On wikitext-2 when ../shared is beside the repository, else on this README.
 TEXT=../shared/golden/data/wiki.test.raw
 [[ -f "$TEXT" ]] || TEXT=README.md
