@@ -14,17 +14,15 @@
 // Test hook (documented here, used only by tests/sweep/sweep_cli_test.cpp): with the environment
 // variable EXPERTMESH_SWEEP_TEST_KILL_AFTER=K, a rank whose group has finished K recipes in this
 // run kills itself with SIGKILL — a crash at a known point.
+#include <fmt/format.h>
 #include <mpi.h>
-
-#include <csignal>
-#include <cstdlib>
 
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
-
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
@@ -52,8 +50,12 @@ Status bcast_string(MPI_Comm comm, std::string* s) {
 // The settings that make two sweeps' figures comparable; a DIR holding other settings is refused.
 nlohmann::json settings_json(const SweepOptions& o, const std::string& base_id, const std::string& imat_id,
                              const std::string& text_id) {
-  return {{"base", fs::absolute(o.base).string()}, {"base_identity", base_id}, {"imatrix_identity", imat_id},
-          {"text_identity", text_id},              {"n_ctx", o.n_ctx},         {"chunks", o.n_chunks}};
+  return {{"base", fs::absolute(o.base).string()},
+          {"base_identity", base_id},
+          {"imatrix_identity", imat_id},
+          {"text_identity", text_id},
+          {"n_ctx", o.n_ctx},
+          {"chunks", o.n_chunks}};
 }
 
 // Rank 0: reads inputs, prepares DIR, checks that DIR belongs to this sweep. Returns the blob
@@ -145,7 +147,8 @@ void write_plots(const SweepOptions& o, const std::vector<RecipeResult>& rows, c
       if (r.complete && !r.is_base) spec.points.push_back({r.bpw, which == 0 ? r.ppl : r.kld_mean, r.name});
     if (which == 0) spec.references.push_back({base.ppl, fmt::format("base {:.4f}", base.ppl)});
     const auto svg = coordinator::render_svg(spec);
-    (void)write_file_atomic((fs::path(o.out_dir) / (which == 0 ? "ppl-vs-bpw.svg" : "kld-vs-bpw.svg")).string(), svg.svg);
+    (void)write_file_atomic((fs::path(o.out_dir) / (which == 0 ? "ppl-vs-bpw.svg" : "kld-vs-bpw.svg")).string(),
+                            svg.svg);
   }
 }
 
@@ -161,23 +164,27 @@ Status report(const SweepOptions& o, const std::vector<Recipe>& recipes, const s
   int missing = 0;
   for (size_t i = 0; i < recipes.size(); ++i) {
     auto row = finished_row((dir / "results" / (recipes[i].name + ".json")).string(), hashes[i]);
-    if (row) rows.push_back(*row);
-    else ++missing;
+    if (row)
+      rows.push_back(*row);
+    else
+      ++missing;
   }
   // Partial results are never reported as final: without every row there is no results.json.
   if (missing > 0)
-    return Status::Aborted(fmt::format("sweep: {} of {} recipes did not finish (finished rows are in {}); rerun the same "
-                                       "command to complete it",
-                                       missing, recipes.size(), (dir / "results").string()));
-  EM_RETURN_IF_ERROR(write_file_atomic((dir / "results.json").string(), coordinator::results_to_json(rows).dump(2) + "\n"));
+    return Status::Aborted(
+        fmt::format("sweep: {} of {} recipes did not finish (finished rows are in {}); rerun the same "
+                    "command to complete it",
+                    missing, recipes.size(), (dir / "results").string()));
+  EM_RETURN_IF_ERROR(
+      write_file_atomic((dir / "results.json").string(), coordinator::results_to_json(rows).dump(2) + "\n"));
   EM_RETURN_IF_ERROR(write_file_atomic((dir / "results.csv").string(), coordinator::results_csv(rows)));
   const std::string md = coordinator::results_markdown(rows);
   EM_RETURN_IF_ERROR(write_file_atomic((dir / "results.md").string(), md));
   write_plots(o, rows, base);
   std::printf("\n%s\nPareto front (not beaten on both size and mean KLD):\n", md.c_str());
   for (size_t i : coordinator::pareto_front(rows))
-    std::printf("  %-24s %8.4f GiB  %6.3f bpw  KLD %.6f  PPL %.4f\n", rows[i].name.c_str(), rows[i].size_gib, rows[i].bpw,
-                rows[i].kld_mean, rows[i].ppl);
+    std::printf("  %-24s %8.4f GiB  %6.3f bpw  KLD %.6f  PPL %.4f\n", rows[i].name.c_str(), rows[i].size_gib,
+                rows[i].bpw, rows[i].kld_mean, rows[i].ppl);
   std::printf("results: %s\n", (dir / "results.json").string().c_str());
   std::fflush(stdout);
   return Status::Ok();
@@ -190,8 +197,10 @@ Status cmd_sweep(RankContext& ctx, const std::vector<std::string>& args) {
   o.threads = ctx.n_threads;
   FlagSet flags("sweep", "quantize recipes and measure PPL / KL-divergence against the base, on the cluster");
   flags.add_string({"--base"}, &o.base, "FILE", "the reference model (BF16 / Q8_0) every recipe is quantized from");
-  flags.add_string({"--imatrix"}, &o.imatrix, "FILE", "imatrix .dat passed to every quantize (unless a recipe sets one)");
-  flags.add_string({"--recipes"}, &o.recipes_file, "FILE", "recipes: 'NAME: TYPE [quantize flags]' or 'NAME: file=X.gguf'");
+  flags.add_string({"--imatrix"}, &o.imatrix, "FILE",
+                   "imatrix .dat passed to every quantize (unless a recipe sets one)");
+  flags.add_string({"--recipes"}, &o.recipes_file, "FILE",
+                   "recipes: 'NAME: TYPE [quantize flags]' or 'NAME: file=X.gguf'");
   flags.add_string({"-f", "--file"}, &o.text_file, "FILE", "text to evaluate (e.g. wiki.test.raw)");
   flags.add_string({"-o", "--output"}, &o.out_dir, "DIR", "results directory (resumes when it holds this sweep)");
   flags.add_int({"-c", "--ctx-size"}, &o.n_ctx, "N", "tokens per chunk (default 512)");
@@ -205,11 +214,12 @@ Status cmd_sweep(RankContext& ctx, const std::vector<std::string>& args) {
     if (ctx.is_root()) std::printf("%s", flags.usage().c_str());
     return Status::Ok();
   }
-  for (auto [v, flag] : {std::pair{&o.base, "--base"}, {&o.recipes_file, "--recipes"}, {&o.text_file, "-f"}, {&o.out_dir, "-o"}})
+  for (auto [v, flag] :
+       {std::pair{&o.base, "--base"}, {&o.recipes_file, "--recipes"}, {&o.text_file, "-f"}, {&o.out_dir, "-o"}})
     if (v->empty()) return Status::InvalidArgument(fmt::format("{}: required", flag));
   if (o.group_size < 1 || o.group_size > ctx.world)
-    return Status::InvalidArgument(fmt::format("--group-size: must be in 1..{} (the number of ranks), got {}", ctx.world,
-                                               o.group_size));
+    return Status::InvalidArgument(
+        fmt::format("--group-size: must be in 1..{} (the number of ranks), got {}", ctx.world, o.group_size));
   if (o.threads <= 0 || o.n_ctx < 8 || o.n_batch <= 0)
     return Status::InvalidArgument("-t, -c (>= 8) and -b must be positive");
 
@@ -227,7 +237,8 @@ Status cmd_sweep(RankContext& ctx, const std::vector<std::string>& args) {
   EM_ASSIGN_OR_RETURN(auto recipes, coordinator::parse_recipes(info["recipes"].get<std::string>(), o.recipes_file));
   std::vector<std::string> hashes;
   for (const auto& r : recipes)
-    hashes.push_back(coordinator::recipe_hash(r, info["base_id"].get<std::string>(), info["imat_id"].get<std::string>()));
+    hashes.push_back(
+        coordinator::recipe_hash(r, info["base_id"].get<std::string>(), info["imat_id"].get<std::string>()));
   const fs::path dir(o.out_dir);
 
   // Phase 1: the base's logits, once, on every rank.
@@ -239,7 +250,8 @@ Status cmd_sweep(RankContext& ctx, const std::vector<std::string>& args) {
   EM_MPI_CHECK(MPI_Bcast(&have_base, 1, MPI_INT, 0, ctx.comm));
   if (!have_base) {
     ctx.log.info("sweep: evaluating the base {} on {} rank(s)", o.base, ctx.world);
-    EM_ASSIGN_OR_RETURN(RecipeResult base, evaluate_base(ctx, o, (dir / "base.kld").string(), (dir / "logs" / "base.log").string()));
+    EM_ASSIGN_OR_RETURN(RecipeResult base,
+                        evaluate_base(ctx, o, (dir / "base.kld").string(), (dir / "logs" / "base.log").string()));
     base.recipe_hash = "base";
     Status w;
     if (ctx.is_root()) w = write_file_atomic((dir / "base.json").string(), coordinator::to_json(base).dump(2) + "\n");
@@ -259,7 +271,8 @@ Status cmd_sweep(RankContext& ctx, const std::vector<std::string>& args) {
   for (size_t i = size_t(color); i < recipes.size(); i += size_t(n_groups)) {
     const Recipe& r = recipes[i];
     int finished = 0;
-    if (group->is_root()) finished = finished_row((dir / "results" / (r.name + ".json")).string(), hashes[i]).has_value();
+    if (group->is_root())
+      finished = finished_row((dir / "results" / (r.name + ".json")).string(), hashes[i]).has_value();
     EM_MPI_CHECK(MPI_Bcast(&finished, 1, MPI_INT, 0, group->comm));
     if (finished) {
       group->log.info("sweep: recipe {}/{} {}: finished earlier, skipped", i + 1, recipes.size(), r.name);
@@ -272,7 +285,8 @@ Status cmd_sweep(RankContext& ctx, const std::vector<std::string>& args) {
                     r.is_file() ? "evaluating" : "quantizing + evaluating", eta);
     Status s = run_recipe(*group, o, r, hashes[i]);
     ++done_here;
-    if (const char* k = std::getenv("EXPERTMESH_SWEEP_TEST_KILL_AFTER"); k && std::atoi(k) == done_here) std::raise(SIGKILL);
+    if (const char* k = std::getenv("EXPERTMESH_SWEEP_TEST_KILL_AFTER"); k && std::atoi(k) == done_here)
+      std::raise(SIGKILL);
     if (!s.ok()) {
       group->log.error("sweep: recipe {} failed: {}", r.name, s.message());
       if (first_failure.ok()) first_failure = s;

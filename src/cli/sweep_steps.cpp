@@ -1,5 +1,6 @@
 #include "cli/sweep_steps.h"
 
+#include <fmt/format.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -8,8 +9,6 @@
 #include <fstream>
 #include <memory>
 #include <sstream>
-
-#include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "cli/engine_setup.h"
@@ -150,8 +149,8 @@ Result<coordinator::RecipeResult> evaluate_base(RankContext& g, const SweepOptio
   return row;
 }
 
-Status evaluate_recipe(RankContext& g, const SweepOptions& o, const std::string& model_path, const std::string& kld_path,
-                       const std::string& log_path, coordinator::RecipeResult* row) {
+Status evaluate_recipe(RankContext& g, const SweepOptions& o, const std::string& model_path,
+                       const std::string& kld_path, const std::string& log_path, coordinator::RecipeResult* row) {
   EM_ASSIGN_OR_RETURN(EngineSetup setup, build_engine(g, o, model_path));
   EM_RETURN_IF_ERROR(run_lockstep(g, setup, [&]() -> Status {
     LogFile log(log_path);

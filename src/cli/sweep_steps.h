@@ -65,7 +65,7 @@ Result<coordinator::RecipeResult> evaluate_base(RankContext& g, const SweepOptio
 // Collective over g.comm. PPL and KLD of `model_path` against `kld_path` (what `expertmesh
 // perplexity -m MODEL --kl-divergence-base KLD --kl-divergence` prints); fills the figures and
 // eval tokens/s of `row`.
-Status evaluate_recipe(RankContext& g, const SweepOptions& o, const std::string& model_path, const std::string& kld_path,
-                       const std::string& log_path, coordinator::RecipeResult* row);
+Status evaluate_recipe(RankContext& g, const SweepOptions& o, const std::string& model_path,
+                       const std::string& kld_path, const std::string& log_path, coordinator::RecipeResult* row);
 
 }  // namespace expertmesh::cli

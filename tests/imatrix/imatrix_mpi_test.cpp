@@ -12,7 +12,7 @@
 //     gives one rank's file, and --resume --skip-bad-chunks continues the stopped np = 2 run to
 //     the same bytes.
 //
-// Runs mpirun itself (EXPERTMESH_MPIEXEC, --oversubscribe, --allow-run-as-root as root).
+// Runs mpirun itself (testing::mpirun_prefix).
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -26,6 +26,7 @@
 
 #include "model/imatrix_dat.h"
 #include "tests/common/golden.h"
+#include "tests/common/mpirun.h"
 #include "tests/imatrix/poisoned_model.h"
 
 namespace expertmesh {
@@ -56,9 +57,7 @@ class ImatrixMpi : public ::testing::Test {
   // `mpirun -np N` (nothing for np = 0: the plain binary).
   static std::string launcher(int np) {
     if (np == 0) return "";
-    std::string cmd = "timeout 120 " EXPERTMESH_MPIEXEC " --oversubscribe";
-    if (geteuid() == 0) cmd += " --allow-run-as-root";
-    return cmd + fmt::format(" -np {} ", np);
+    return testing::mpirun_prefix(np, 120);
   }
   // A ClusterConfig of two hosts, ranks [0, np/2) and [np/2, np).
   std::string two_hosts(int np) {

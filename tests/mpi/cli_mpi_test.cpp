@@ -10,6 +10,7 @@
 #include <string>
 
 #include "tests/common/golden.h"
+#include "tests/common/mpirun.h"
 
 namespace expertmesh {
 namespace {
@@ -19,20 +20,16 @@ using testing::expertmesh_binary;
 using testing::run_command;
 
 // `timeout` bounds a hang (the failure this test exists to catch) well below ctest's limit.
-std::string mpirun(int np) {
-  std::string cmd = "timeout 120 " EXPERTMESH_MPIEXEC " --oversubscribe";
-  if (geteuid() == 0) cmd += " --allow-run-as-root";
-  return cmd + " -np " + std::to_string(np) + " ";
-}
+std::string mpirun(int np) { return testing::mpirun_prefix(np, 120); }
 
 class CliMpi : public ::testing::Test {
  protected:
   void SetUp() override {
     bin_ = expertmesh_binary();
     ASSERT_TRUE(fs::exists(bin_)) << "expertmesh binary not found at " << bin_ << " (build target expertmesh)";
-    missing_ = (fs::temp_directory_path() / ("expertmesh-no-such-dir-" + std::to_string(getpid())) /
-                "no-such-model.gguf")
-                   .string();
+    missing_ =
+        (fs::temp_directory_path() / ("expertmesh-no-such-dir-" + std::to_string(getpid())) / "no-such-model.gguf")
+            .string();
     ASSERT_FALSE(fs::exists(missing_));
   }
   std::string bin_;

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "tests/common/golden.h"
+#include "tests/common/mpirun.h"
 
 namespace expertmesh {
 namespace {
@@ -21,10 +22,7 @@ using testing::golden_dir;
 using testing::run_command;
 
 std::string mpirun(int np, const std::string& env = "") {
-  std::string cmd = "timeout 300 " EXPERTMESH_MPIEXEC " --oversubscribe";
-  if (geteuid() == 0) cmd += " --allow-run-as-root";
-  if (!env.empty()) cmd += " -x " + env;
-  return cmd + fmt::format(" -np {} ", np);
+  return testing::mpirun_prefix(np, 300, env.empty() ? std::vector<std::string>{} : std::vector<std::string>{env});
 }
 
 // IQ2_KL with the golden imatrix, one thread per rank; the peer kept this file.

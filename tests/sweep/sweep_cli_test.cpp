@@ -1,17 +1,16 @@
 // `expertmesh sweep` end to end on the golden tiny model (issue: sweep): four recipes, a crash in
 // the middle (the sweep's test hook kills it after two recipes), a rerun that skips what was
 // finished, and every row checked against what `expertmesh perplexity` reports for that file.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <string>
-
-#include <unistd.h>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "tests/common/golden.h"
 
@@ -34,8 +33,9 @@ constexpr const char* kRecipes =
 
 std::string sweep_cmd(const fs::path& dir, const fs::path& recipes, const std::string& prefix = "") {
   const auto g = golden_dir();
-  return prefix + expertmesh_binary().string() + " sweep --base " + (g / "models" / "tiny-qwen3moe-bf16.gguf").string() +
-         " --imatrix " + (g / "imatrix" / "tiny.imatrix.dat").string() + " --recipes " + recipes.string() + " -f " +
+  return prefix + expertmesh_binary().string() + " sweep --base " +
+         (g / "models" / "tiny-qwen3moe-bf16.gguf").string() + " --imatrix " +
+         (g / "imatrix" / "tiny.imatrix.dat").string() + " --recipes " + recipes.string() + " -f " +
          (g / "data" / "wiki.test.raw").string() + " -c 128 --chunks 4 -t 2 -o " + dir.string() + " 2>&1";
 }
 
@@ -85,10 +85,11 @@ TEST(SweepCli, CrashResumeAndRowsMatchPerplexity) {
     // The row is what `expertmesh perplexity` reports for that file against the same base logits.
     std::string pout;
     const auto g = golden_dir();
-    ASSERT_EQ(run_command(expertmesh_binary().string() + " perplexity -m " + r["model_path"].get<std::string>() +
-                              " --kl-divergence-base " + (out / "base.kld").string() + " --kl-divergence -c 128 -t 2 2>&1",
-                          &pout),
-              0)
+    ASSERT_EQ(
+        run_command(expertmesh_binary().string() + " perplexity -m " + r["model_path"].get<std::string>() +
+                        " --kl-divergence-base " + (out / "base.kld").string() + " --kl-divergence -c 128 -t 2 2>&1",
+                    &pout),
+        0)
         << pout;
     EXPECT_NEAR(r["ppl"].get<double>(), stat(pout, R"(Mean PPL\(Q\))"), 1e-5 * base_ppl) << pout;
     EXPECT_NEAR(r["kld_mean"].get<double>(), stat(pout, "Mean    KLD"), 1e-6) << pout;

@@ -1,16 +1,16 @@
 // `mpirun -np 4 expertmesh sweep --group-size 2` and `--group-size 4` give the figures of one rank
 // (issue: sweep acceptance): the same recipes evaluated by different group layouts must agree.
 // Runs mpirun itself (label mpi), like tests/mpi/cli_mpi_test.cpp.
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
-
 #include "tests/common/golden.h"
+#include "tests/common/mpirun.h"
 
 namespace expertmesh {
 namespace {
@@ -20,17 +20,11 @@ using testing::expertmesh_binary;
 using testing::golden_dir;
 using testing::run_command;
 
-std::string mpirun(int np) {
-  std::string s = std::string(EXPERTMESH_MPIEXEC) + " --oversubscribe";
-  if (::geteuid() == 0) s += " --allow-run-as-root";
-  return s + " -np " + std::to_string(np) + " ";
-}
-
 nlohmann::json sweep(const fs::path& dir, const fs::path& recipes, int np, int group_size) {
   const auto g = golden_dir();
   const fs::path out = dir / ("np" + std::to_string(np) + "_gs" + std::to_string(group_size));
-  const std::string cmd = (np > 1 ? mpirun(np) : std::string()) + expertmesh_binary().string() + " sweep --base " +
-                          (g / "models" / "tiny-qwen3moe-bf16.gguf").string() + " --imatrix " +
+  const std::string cmd = (np > 1 ? testing::mpirun_prefix(np, 600) : std::string()) + expertmesh_binary().string() +
+                          " sweep --base " + (g / "models" / "tiny-qwen3moe-bf16.gguf").string() + " --imatrix " +
                           (g / "imatrix" / "tiny.imatrix.dat").string() + " --recipes " + recipes.string() + " -f " +
                           (g / "data" / "wiki.test.raw").string() + " -c 128 --chunks 2 -t 1 --group-size " +
                           std::to_string(group_size) + " -o " + out.string() + " 2>&1";
@@ -46,8 +40,9 @@ TEST(SweepMpi, GroupLayoutsGiveTheFiguresOfOneRank) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   const fs::path recipes = dir / "recipes.txt";
-  std::ofstream(recipes) << "Q8_0: Q8_0\nIQ4_KS: IQ4_KS\nIQ2_KL: IQ2_KL\n"
-                            "MIX: IQ2_KL --custom-q \"blk\\..*\\.attn_.*=q8_0,blk\\..*\\.ffn_down_exps\\.weight=iq3_k\"\n";
+  std::ofstream(recipes)
+      << "Q8_0: Q8_0\nIQ4_KS: IQ4_KS\nIQ2_KL: IQ2_KL\n"
+         "MIX: IQ2_KL --custom-q \"blk\\..*\\.attn_.*=q8_0,blk\\..*\\.ffn_down_exps\\.weight=iq3_k\"\n";
   const auto one = sweep(dir, recipes, 1, 1);
   ASSERT_TRUE(one.is_object());
   ASSERT_EQ(one["results"].size(), 5u);
