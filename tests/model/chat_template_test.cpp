@@ -129,6 +129,25 @@ TEST(ChatTemplate, ApplyPassesTheHfVariables) {
   EXPECT_EQ(*r, "<s><user>hi<assistant>TrueTrueFalse</s>");
 }
 
+TEST(ChatTemplate, ListMutationIsOptIn) {
+  // Kimi-K2's tool-call template keeps a queue in a namespace with append/pop(0).
+  const std::string t =
+      "{%- set q = namespace(ids=[]) -%}{%- set _ = q.ids.append('a') -%}{%- set _ = q.ids.append('b') -%}"
+      "{%- set _ = q.ids.extend(['c']) -%}{{ q.ids.pop(0) }}{{ q.ids }}{{ q.ids.pop() }}{{ q.ids | length }}";
+  auto sandboxed = render(t);  // HF's ImmutableSandboxedEnvironment refuses list.append
+  ASSERT_FALSE(sandboxed.ok());
+  EXPECT_NE(sandboxed.status().message().find("append"), std::string::npos) << sandboxed.status().message();
+  TemplateOptions opt;
+  opt.limits.allow_list_mutation = true;
+  auto r = render(t, nlohmann::ordered_json::object(), opt);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(*r, "a['b', 'c']c1");
+  auto empty = render("{{ [].pop() }}", nlohmann::ordered_json::object(), opt);
+  ASSERT_FALSE(empty.ok());
+  EXPECT_NE(empty.status().message().find("pop from empty list"), std::string::npos);
+  EXPECT_FALSE(render("{{ (1, 2).append(3) }}", nlohmann::ordered_json::object(), opt).ok());
+}
+
 TEST(ChatTemplate, LimitsStopRunawayTemplates) {
   TemplateOptions opt;
   opt.limits.max_steps = 200000;

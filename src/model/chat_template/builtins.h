@@ -17,6 +17,10 @@ namespace expertmesh::chat {
 // Limits shared by the built-ins: no string or list they build may exceed max_size bytes/items.
 struct BuiltinLimits {
   size_t max_size = 16u << 20;
+  // list.append / list.pop / list.extend. jinja2's ImmutableSandboxedEnvironment (what HF
+  // transformers uses) refuses them; llama.cpp's template engine allows them and Kimi-K2's
+  // tool-call template needs them. Lists are shared by reference, as in Python.
+  bool allow_list_mutation = false;
 };
 
 // jinja2 Environment.getattr: a method of the object (str/dict/list methods, as bound

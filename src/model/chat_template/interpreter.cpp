@@ -53,7 +53,10 @@ std::string describe(const Expr& e) {
 
 class Interpreter {
  public:
-  explicit Interpreter(const RenderLimits& lim) : lim_(lim) { blim_.max_size = lim.max_output_bytes; }
+  explicit Interpreter(const RenderLimits& lim) : lim_(lim) {
+    blim_.max_size = lim.max_output_bytes;
+    blim_.allow_list_mutation = lim.allow_list_mutation;
+  }
 
   Result<std::string> run(const Body& body, ScopePtr globals) {
     std::string out;

@@ -22,8 +22,9 @@ namespace expertmesh::chat {
 struct RenderLimits {
   size_t max_output_bytes = 8u << 20;
   uint64_t max_steps = 20'000'000;
-  int max_eval_depth = 1500;  // nested statement/expression evaluations (bounds the C++ stack)
-  int max_macro_depth = 40;   // nested macro calls
+  int max_eval_depth = 1500;         // nested statement/expression evaluations (bounds the C++ stack)
+  int max_macro_depth = 40;          // nested macro calls
+  bool allow_list_mutation = false;  // see BuiltinLimits::allow_list_mutation
 };
 
 struct Scope {

@@ -231,6 +231,34 @@ Result<Value> call_list_method(const Value& l, const std::string& m, const CallA
   return arg_error(m, x->repr() + " is not in list");
 }
 
+// list.append(x) / list.extend(xs) return None; list.pop([i]) removes and returns item i
+// (default the last), an error on an empty list or a bad index, like Python.
+Result<Value> mutate_list(const Value& l, const std::string& m, const CallArgs& a, const BuiltinLimits& lim) {
+  if (l.as_list().is_tuple) return arg_error(m, "'tuple' object has no attribute '" + m + "'");
+  auto& items = l.mutable_list().items;
+  if (m == "pop") {
+    int64_t n = static_cast<int64_t>(items.size());
+    int64_t i = n - 1;
+    if (const Value* v = a.get(0, "index")) {
+      if (!v->is_number() || v->is_float()) return arg_error(m, "index must be an integer");
+      i = v->as_int() < 0 ? v->as_int() + n : v->as_int();
+    }
+    if (n == 0 || i < 0 || i >= n) return arg_error(m, n == 0 ? "pop from empty list" : "pop index out of range");
+    Value out = items[static_cast<size_t>(i)];
+    items.erase(items.begin() + i);
+    return out;
+  }
+  const Value* x = a.get(0, m == "append" ? "object" : "iterable");
+  if (!x) return arg_error(m, "takes exactly one argument");
+  std::vector<Value> add = {*x};
+  if (m == "extend") {
+    EM_ASSIGN_OR_RETURN(add, iterate(*x));
+  }
+  if (items.size() + add.size() > lim.max_size) return Status::OutOfRange("list exceeds the size limit");
+  items.insert(items.end(), add.begin(), add.end());
+  return Value::none();
+}
+
 }  // namespace
 
 std::optional<Value> bound_method(const Value& obj, const std::string& name, const BuiltinLimits& lim) {
@@ -247,6 +275,9 @@ std::optional<Value> bound_method(const Value& obj, const std::string& name, con
   } else if (obj.is_list()) {
     if (name == "count" || name == "index")
       return Value::callable("list." + name, [obj, name](const CallArgs& a) { return call_list_method(obj, name, a); });
+    if (lim.allow_list_mutation && (name == "append" || name == "pop" || name == "extend"))
+      return Value::callable("list." + name,
+                             [obj, name, lim](const CallArgs& a) { return mutate_list(obj, name, a, lim); });
   }
   return std::nullopt;
 }

@@ -106,6 +106,7 @@ class Value {
   const ListData& as_list() const { return *std::get<std::shared_ptr<ListData>>(v_); }
   const DictData& as_dict() const { return *std::get<std::shared_ptr<DictData>>(v_); }
   DictData& mutable_dict() const { return *std::get<std::shared_ptr<DictData>>(v_); }
+  ListData& mutable_list() const { return *std::get<std::shared_ptr<ListData>>(v_); }
   const Callable& as_callable() const { return *std::get<std::shared_ptr<Callable>>(v_); }
   const std::string& undefined_hint() const { return std::get<UndefinedData>(v_).hint; }
   // Identity of a list/dict/callable object (Python `is`); nullptr for scalars.
