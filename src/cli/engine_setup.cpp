@@ -3,8 +3,8 @@
 #include <fmt/format.h>
 
 #include <array>
-#include <chrono>
 #include <cctype>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -46,8 +46,8 @@ Result<EngineSetup> setup_engine(const RankContext& ctx, std::unique_ptr<Model> 
   s.engine = std::move(*engine);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (const worker::WeightStore* ws = s.engine->weight_store())
-    ctx.log.debug("weights: read {:.1f} MiB (its share) into private memory in {:.3f} s", double(ws->bytes()) / (1 << 20),
-                  secs);
+    ctx.log.debug("weights: read {:.1f} MiB (its share) into private memory in {:.3f} s",
+                  double(ws->bytes()) / (1 << 20), secs);
   else
     ctx.log.debug("weights: computing from the file mapping (engine ready in {:.3f} s)", secs);
   s.engine->set_cluster(s.cluster.get());

@@ -1,10 +1,10 @@
 #include "model/model.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <iterator>
 #include <set>
-
-#include <fmt/format.h>
 
 #include "kernels/quant/quant.h"
 #include "model/archs/arch.h"
@@ -20,8 +20,8 @@ std::string format_shape(const int64_t* ne, int n) {
 bool Weight::holds(int64_t r0, int64_t n) const {
   if (n <= 0 || r0 < 0 || r0 + n > n_rows()) return false;
   if (data) return true;
-  const auto it = std::upper_bound(blocks.begin(), blocks.end(), r0,
-                                   [](int64_t r, const RowBlock& b) { return r < b.begin; });
+  const auto it =
+      std::upper_bound(blocks.begin(), blocks.end(), r0, [](int64_t r, const RowBlock& b) { return r < b.begin; });
   return it != blocks.begin() && r0 + n <= std::prev(it)->end;
 }
 
@@ -54,12 +54,13 @@ Status TensorBinder::take(const std::string& name, std::vector<int64_t> ne, Type
     return Status::InvalidArgument(
         fmt::format("{}: tensor '{}' has type {}, expected f32", file_.path(), name, type_name(t->type)));
   if (rule == TypeRule::kAny && t->type != GgmlType::F32 && !quant::quant_fns(t->type).to_float)
-    return Status::Unsupported(fmt::format("{}: tensor '{}' has type {}, which has no dequantizer", file_.path(), name,
-                                           type_name(t->type)));
+    return Status::Unsupported(
+        fmt::format("{}: tensor '{}' has type {}, which has no dequantizer", file_.path(), name, type_name(t->type)));
   auto rs = row_size_checked(t->type, t->ne[0]);
   if (!rs.ok())
     return Status::Corruption(fmt::format("{}: tensor '{}': {}", file_.path(), name, rs.status().message()));
-  if (!t->data) return Status::InvalidArgument(fmt::format("{}: tensor '{}' has no data (vocab-only file)", file_.path(), name));
+  if (!t->data)
+    return Status::InvalidArgument(fmt::format("{}: tensor '{}' has no data (vocab-only file)", file_.path(), name));
   out->name = name;
   out->type = t->type;
   std::copy(t->ne, t->ne + 4, out->ne);
@@ -71,31 +72,36 @@ Status TensorBinder::take(const std::string& name, std::vector<int64_t> ne, Type
 Status TensorBinder::finish() const {
   const size_t found = file_.tensors().size();
   if (!missing_.empty())
-    return Status::NotFound(fmt::format("{}: expected {} tensors, found {}; first missing: {}", file_.path(), n_expected_,
-                                        found, missing_.front()));
+    return Status::NotFound(fmt::format("{}: expected {} tensors, found {}; first missing: {}", file_.path(),
+                                        n_expected_, found, missing_.front()));
   if (taken_.size() != found) {
     std::set<std::string> taken(taken_.begin(), taken_.end());
     for (const auto& t : file_.tensors())
       if (!taken.count(t.name))
-        return Status::InvalidArgument(fmt::format("{}: expected {} tensors, found {}; unexpected: {}", file_.path(),
-                                                   n_expected_, found, t.name));
+        return Status::InvalidArgument(
+            fmt::format("{}: expected {} tensors, found {}; unexpected: {}", file_.path(), n_expected_, found, t.name));
   }
   return Status::Ok();
 }
 
 const ArchSpec& arch_spec(Arch a) {
   switch (a) {
-    case Arch::kLlama: return llama_arch();
-    case Arch::kQwen3: return qwen3_arch();
-    case Arch::kQwen3Moe: return qwen3moe_arch();
+    case Arch::kLlama:
+      return llama_arch();
+    case Arch::kQwen3:
+      return qwen3_arch();
+    case Arch::kQwen3Moe:
+      return qwen3moe_arch();
   }
   return llama_arch();
 }
 
 Status bind_globals(TensorBinder& b, const HParams& hp, ModelWeights* w) {
-  EM_RETURN_IF_ERROR(b.take("token_embd.weight", {hp.n_embd, hp.n_vocab}, TypeRule::kAny, &w->token_embd));  // [n_embd, n_vocab]
-  EM_RETURN_IF_ERROR(b.take("output_norm.weight", {hp.n_embd}, TypeRule::kFloat32, &w->output_norm));        // [n_embd]
-  EM_RETURN_IF_ERROR(b.take("output.weight", {hp.n_embd, hp.n_vocab}, TypeRule::kAny, &w->output, true));    // [n_embd, n_vocab], optional
+  EM_RETURN_IF_ERROR(
+      b.take("token_embd.weight", {hp.n_embd, hp.n_vocab}, TypeRule::kAny, &w->token_embd));  // [n_embd, n_vocab]
+  EM_RETURN_IF_ERROR(b.take("output_norm.weight", {hp.n_embd}, TypeRule::kFloat32, &w->output_norm));  // [n_embd]
+  EM_RETURN_IF_ERROR(b.take("output.weight", {hp.n_embd, hp.n_vocab}, TypeRule::kAny, &w->output,
+                            true));                     // [n_embd, n_vocab], optional
   if (!w->output.present()) w->output = w->token_embd;  // tied embeddings
   return Status::Ok();
 }

@@ -55,9 +55,9 @@ struct LayerWeights {
   Weight attn_norm, wq, wk, wv, wo;
   Weight attn_q_norm, attn_k_norm;  // qwen3, qwen3moe
   Weight ffn_norm;
-  Weight ffn_gate, ffn_up, ffn_down;                    // dense FFN
-  Weight ffn_gate_inp;                                  // MoE router
-  Weight ffn_gate_exps, ffn_up_exps, ffn_down_exps;     // MoE experts [.., .., n_expert]
+  Weight ffn_gate, ffn_up, ffn_down;                 // dense FFN
+  Weight ffn_gate_inp;                               // MoE router
+  Weight ffn_gate_exps, ffn_up_exps, ffn_down_exps;  // MoE experts [.., .., n_expert]
 };
 
 struct ModelWeights {

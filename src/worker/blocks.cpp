@@ -1,11 +1,11 @@
 #include "worker/blocks.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <numeric>
-
-#include <fmt/format.h>
 
 #include "kernels/quant/fp16.h"
 #include "worker/matmul.h"
@@ -118,7 +118,8 @@ Result<Buf> attention(const StepContext& c, const LayerWeights& w, const LayerPl
   const int64_t hb = p.head_begin, he = p.head_end;
   const int64_t kvb = p.kv_head_begin(n_gqa), kve = p.kv_head_end(n_gqa);
   const int64_t nq = he - hb, nkv = kve - kvb;
-  if (nq == 0) return project_out(c, w.wo, Buf(), hp.n_head * hd, p.stage_heads, hd, p.stage_attn_out, p.attn_out, "attn_out");
+  if (nq == 0)
+    return project_out(c, w.wo, Buf(), hp.n_head * hd, p.stage_heads, hd, p.stage_attn_out, p.attn_out, "attn_out");
   // Projections of this rank's heads: Qcur [n_tok × nq*hd], Kcur/Vcur [n_tok × nkv*hd].
   Buf q(size_t(c.n_tok * nq * hd)), k(size_t(c.n_tok * nkv * hd)), v(size_t(c.n_tok * nkv * hd));
   EM_RETURN_IF_ERROR(c.observe_input(w.wq, -1, h.data(), c.n_tok, hp.n_embd));
@@ -160,11 +161,12 @@ Result<Buf> attention(const StepContext& c, const LayerWeights& w, const LayerPl
                           kqv.data() + (t * nq + hi) * hd);
       else
         attend_row(c.k, q.data() + (t * nq + hi) * hd, K.data(), V.data(), n_kv, hd, c.pos[t], scale, scores.data(),
-                 kqv.data() + (t * nq + hi) * hd);
+                   kqv.data() + (t * nq + hi) * hd);
   });
   for (const Status& s : errors) EM_RETURN_IF_ERROR(s);
   c.trace("kqv_out", kqv, nq * hd);
-  if (!p.stage_heads.empty()) return project_out(c, w.wo, kqv, hp.n_head * hd, p.stage_heads, hd, p.stage_attn_out, p.attn_out, "attn_out");
+  if (!p.stage_heads.empty())
+    return project_out(c, w.wo, kqv, hp.n_head * hd, p.stage_heads, hd, p.stage_attn_out, p.attn_out, "attn_out");
 
   // Output projection over this rank's head columns (all of them on one rank).
   Buf out(size_t(c.n_tok * hp.n_embd));
@@ -189,7 +191,8 @@ Result<Buf> ffn_swiglu(const StepContext& c, const LayerWeights& w, const LayerP
     EM_RETURN_IF_ERROR(matmul(w.ffn_up, f0, n_ff, h.data(), n_embd, c.n_tok, up.data(), n_ff, c.pool, c.k));
     c.k.swiglu_f32(gate.data(), up.data(), act.data(), c.n_tok * n_ff);
     c.trace("ffn_act", act, n_ff);
-    if (!p.stage_ffn.empty()) return project_out(c, w.ffn_down, act, w.ffn_down.ne[0], p.stage_ffn, 1, p.stage_ffn_out, p.ffn_out, "ffn_out");
+    if (!p.stage_ffn.empty())
+      return project_out(c, w.ffn_down, act, w.ffn_down.ne[0], p.stage_ffn, 1, p.stage_ffn_out, p.ffn_out, "ffn_out");
     EM_RETURN_IF_ERROR(c.observe_input(w.ffn_down, -1, act.data(), c.n_tok, n_ff, f0));
     EM_RETURN_IF_ERROR(matmul(w.ffn_down, 0, n_embd, act.data(), n_ff, c.n_tok, out.data(), n_embd, c.pool, c.k,
                               ColRange{f0, f0 + n_ff}));
@@ -248,7 +251,8 @@ Result<Buf> moe_ffn(const StepContext& c, const LayerWeights& w, const LayerPlan
       if (r.expert[size_t(i)] == e) slots.push_back(i);
     if (slots.empty()) continue;
     const int64_t m = int64_t(slots.size());
-    Buf xe(size_t(m * n_embd)), gate(size_t(m * n_ff)), up(size_t(m * n_ff)), act(size_t(m * n_ff)), ye(size_t(m * n_embd));
+    Buf xe(size_t(m * n_embd)), gate(size_t(m * n_ff)), up(size_t(m * n_ff)), act(size_t(m * n_ff)),
+        ye(size_t(m * n_embd));
     for (int64_t i = 0; i < m; ++i)
       std::copy_n(h.data() + slots[size_t(i)] / kk * n_embd, n_embd, xe.data() + i * n_embd);
     EM_RETURN_IF_ERROR(c.observe_input(w.ffn_gate_exps, e, xe.data(), m, n_embd));
@@ -257,9 +261,9 @@ Result<Buf> moe_ffn(const StepContext& c, const LayerWeights& w, const LayerPlan
     EM_RETURN_IF_ERROR(matmul(w.ffn_up_exps, e * n_ff, n_ff, xe.data(), n_embd, m, up.data(), n_ff, c.pool, c.k));
     c.k.swiglu_f32(gate.data(), up.data(), act.data(), m * n_ff);
     EM_RETURN_IF_ERROR(c.observe_input(w.ffn_down_exps, e, act.data(), m, n_ff));
-    EM_RETURN_IF_ERROR(matmul(w.ffn_down_exps, e * n_embd, n_embd, act.data(), n_ff, m, ye.data(), n_embd, c.pool, c.k));
-    for (int64_t i = 0; i < m; ++i)
-      std::copy_n(ye.data() + i * n_embd, n_embd, y.data() + slots[size_t(i)] * n_embd);
+    EM_RETURN_IF_ERROR(
+        matmul(w.ffn_down_exps, e * n_embd, n_embd, act.data(), n_ff, m, ye.data(), n_embd, c.pool, c.k));
+    for (int64_t i = 0; i < m; ++i) std::copy_n(ye.data() + i * n_embd, n_embd, y.data() + slots[size_t(i)] * n_embd);
   }
   // Complete the slots computed elsewhere in the stage. Exchanging per-slot outputs instead of
   // reducing weighted partial sums costs k times the traffic of one reduce but keeps the sum

@@ -25,7 +25,8 @@ using Buf = std::vector<float>;
 // Sums a partial result across the ranks that share a layer (no-op on one rank).
 using ReduceFn = std::function<Status(float* data, int64_t n)>;
 // Receives named intermediates (--dump-activations): name, layer (-1 for global), rows × cols.
-using DumpFn = std::function<void(const std::string& name, int64_t layer, const float* data, int64_t rows, int64_t cols)>;
+using DumpFn =
+    std::function<void(const std::string& name, int64_t layer, const float* data, int64_t rows, int64_t cols)>;
 // The activations one weight matmul is about to read (statistics such as the imatrix): row t of
 // x (n_rows rows of n_cols floats, stride ldx) multiplies columns [col_begin, col_begin + n_cols)
 // of `w`; for a 3-D expert weight only the slice `expert` (-1 for 2-D weights). `layer` is -1
@@ -55,8 +56,8 @@ struct StepContext {
   KvCache& kv;
   const int32_t* pos = nullptr;  // n_tok positions (one sequence, ascending)
   int64_t n_tok = 0;
-  int64_t kv_layer = 0;          // index of the current layer in the KV cache
-  int64_t kv_head0 = 0;          // first KV head the cache holds
+  int64_t kv_layer = 0;  // index of the current layer in the KV cache
+  int64_t kv_head0 = 0;  // first KV head the cache holds
   const ReduceFn* reduce = nullptr;
   const DumpFn* dump = nullptr;
   const MatmulObserver* observe = nullptr;
@@ -72,7 +73,9 @@ struct StepContext {
   void trace(const char* name, const Buf& b, int64_t cols) const {
     if (dump && *dump) (*dump)(name, layer, b.data(), n_tok, cols);
   }
-  Status combine(Buf& partial) const { return reduce && *reduce ? (*reduce)(partial.data(), int64_t(partial.size())) : Status::Ok(); }
+  Status combine(Buf& partial) const {
+    return reduce && *reduce ? (*reduce)(partial.data(), int64_t(partial.size())) : Status::Ok();
+  }
 };
 
 // y = rmsnorm(x) * w, row by row (width = w.ne[0]).

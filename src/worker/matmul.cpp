@@ -47,8 +47,7 @@ void round_activations_q8_2(const float* x, float* out, int64_t n) {
 
 Status dequantize_row(const Weight& w, int64_t r, float* out) {
   const int64_t il = interleave_of(w.type);
-  if (!w.holds(r / il * il, il))
-    return Status::Internal(fmt::format("{}: row {} is not held by this rank", w.name, r));
+  if (!w.holds(r / il * il, il)) return Status::Internal(fmt::format("{}: row {} is not held by this rank", w.name, r));
   if (il == 1) return quant::dequantize_rows(w.type, w.row(r), out, 1, w.ne[0], 1);
   std::vector<float> group(size_t(il * w.ne[0]));
   const int64_t g0 = r / il * il;

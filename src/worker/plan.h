@@ -25,8 +25,8 @@ struct LayerPlan {
   int64_t layer = 0;
   // Query heads [begin, end); whole GQA groups; may be empty (the rank adds a zero partial sum).
   int64_t head_begin = 0, head_end = 0;
-  // Dense FFN intermediate rows [begin, end) (rows of ffn_up/ffn_gate, columns of ffn_down);
-  // may be empty. Ignored by MoE layers.
+  // Dense FFN intermediate rows [begin, end) (rows of ffn_up/ffn_gate; ffn_down is split by its
+  // output rows, ffn_out below); may be empty. Ignored by MoE layers.
   int64_t ffn_begin = 0, ffn_end = 0;
   // Routed experts this rank computes (it is their primary owner), ascending (MoE layers).
   std::vector<int32_t> experts;

@@ -9,6 +9,7 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <set>
 #include <string>
 #include <utility>
@@ -24,15 +25,15 @@ constexpr int64_t kChunkBytes = int64_t{4} << 20;
 constexpr int64_t kBlockAlign = 64;  // start of every held run of rows (SIMD loads of F32 rows)
 
 std::array<const Weight*, 15> members(const LayerWeights& L) {
-  return {&L.attn_norm, &L.wq,       &L.wk,           &L.wv,           &L.wo,          &L.attn_q_norm, &L.attn_k_norm,
-          &L.ffn_norm,  &L.ffn_gate, &L.ffn_up,       &L.ffn_down,     &L.ffn_gate_inp, &L.ffn_gate_exps,
-          &L.ffn_up_exps, &L.ffn_down_exps};
+  return {&L.attn_norm,     &L.wq,          &L.wk,           &L.wv,     &L.wo,       &L.attn_q_norm,
+          &L.attn_k_norm,   &L.ffn_norm,    &L.ffn_gate,     &L.ffn_up, &L.ffn_down, &L.ffn_gate_inp,
+          &L.ffn_gate_exps, &L.ffn_up_exps, &L.ffn_down_exps};
 }
 
 std::array<Weight*, 15> members(LayerWeights& L) {
-  return {&L.attn_norm, &L.wq,       &L.wk,           &L.wv,           &L.wo,          &L.attn_q_norm, &L.attn_k_norm,
-          &L.ffn_norm,  &L.ffn_gate, &L.ffn_up,       &L.ffn_down,     &L.ffn_gate_inp, &L.ffn_gate_exps,
-          &L.ffn_up_exps, &L.ffn_down_exps};
+  return {&L.attn_norm,     &L.wq,          &L.wk,           &L.wv,     &L.wo,       &L.attn_q_norm,
+          &L.attn_k_norm,   &L.ffn_norm,    &L.ffn_gate,     &L.ffn_up, &L.ffn_down, &L.ffn_gate_inp,
+          &L.ffn_gate_exps, &L.ffn_up_exps, &L.ffn_down_exps};
 }
 
 // Sorts and merges overlapping or adjacent spans; drops empty ones.
@@ -54,13 +55,11 @@ class Needs {
  public:
   void add(const Weight& w, Span rows) {
     if (!w.present() || rows.size() <= 0) return;
-    auto it = std::find_if(out_.begin(), out_.end(), [&](const TensorRows& t) { return t.w->name == w.name; });
-    if (it == out_.end()) {
-      out_.push_back(TensorRows{&w, {}});
-      it = std::prev(out_.end());
-    }
+    auto [at, inserted] = index_.emplace(w.name, out_.size());
+    if (inserted) out_.push_back(TensorRows{&w, {}});
+    TensorRows& t = out_[at->second];
     const int64_t il = type_traits(w.type)->interleave;
-    it->rows.push_back({rows.begin / il * il, std::min((rows.end + il - 1) / il * il, w.n_rows())});
+    t.rows.push_back({rows.begin / il * il, std::min((rows.end + il - 1) / il * il, w.n_rows())});
   }
   void whole(const Weight& w) { add(w, {0, w.n_rows()}); }
   std::vector<TensorRows> finish() && {
@@ -70,6 +69,7 @@ class Needs {
 
  private:
   std::vector<TensorRows> out_;
+  std::map<std::string, size_t> index_;  // name -> entry of out_ (a tied head shares one)
 };
 
 void layer_needs(const HParams& hp, const LayerWeights& L, const LayerPlan& p, Needs& n) {
@@ -184,12 +184,11 @@ Result<std::unique_ptr<WeightStore>> WeightStore::load(const Model& model, const
     }
   const size_t page = size_t(::sysconf(_SC_PAGESIZE));
   s->region_size_ = std::max<size_t>((size_t(size) + page - 1) / page * page, page);
-  void* region = ::mmap(nullptr, s->region_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                        -1, 0);
+  void* region = ::mmap(nullptr, s->region_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (region == MAP_FAILED) {
     s->region_size_ = 0;
-    return Status::OutOfRange(fmt::format("{}: cannot allocate {} bytes for this rank's weights: {}",
-                                                 file.path(), size, std::strerror(errno)));
+    return Status::OutOfRange(fmt::format("{}: cannot allocate {} bytes for this rank's weights: {}", file.path(), size,
+                                          std::strerror(errno)));
   }
   s->region_ = region;
   // Large models: transparent huge pages cut TLB misses in the matmuls (advice only).
@@ -207,8 +206,8 @@ Result<std::unique_ptr<WeightStore>> WeightStore::load(const Model& model, const
       const uint64_t off0 = file.data_offset(ti->split_index) + ti->offset + uint64_t(r.begin * w.row_bytes);
       const int64_t n = r.size() * w.row_bytes;
       for (int64_t b = 0; b < n; b += kChunkBytes)
-        tasks.push_back(ReadTask{ti->split_index, off0 + uint64_t(b), std::min(kChunkBytes, n - b),
-                                 base + at[i][j] + b, &w, r});
+        tasks.push_back(
+            ReadTask{ti->split_index, off0 + uint64_t(b), std::min(kChunkBytes, n - b), base + at[i][j] + b, &w, r});
     }
   }
   Shards shards;
@@ -227,7 +226,8 @@ Result<std::unique_ptr<WeightStore>> WeightStore::load(const Model& model, const
   const ReadTask* first = nullptr;
   const Status* first_error = nullptr;
   for (size_t k = 0; k < tasks.size(); ++k)
-    if (!errors[k].ok() && (!first || std::pair(tasks[k].shard, tasks[k].offset) < std::pair(first->shard, first->offset))) {
+    if (!errors[k].ok() &&
+        (!first || std::pair(tasks[k].shard, tasks[k].offset) < std::pair(first->shard, first->offset))) {
       first = &tasks[k];
       first_error = &errors[k];
     }
@@ -235,20 +235,18 @@ Result<std::unique_ptr<WeightStore>> WeightStore::load(const Model& model, const
 
   // Views: the model's tensors with no rows, then the held runs (whole tensors as `data`).
   s->w_ = model.weights();
-  auto clear = [](Weight& w) {
-    w.data = nullptr;
-    w.blocks.clear();
-  };
-  clear(s->w_.token_embd), clear(s->w_.output_norm), clear(s->w_.output);
+  std::map<std::string, Weight*> views;  // a tied output head is token_embd's view
+  for (Weight* w : {&s->w_.token_embd, &s->w_.output_norm, &s->w_.output}) views.emplace(w->name, w);
   for (LayerWeights& L : s->w_.layers)
-    for (Weight* w : members(L)) clear(*w);
+    for (Weight* w : members(L)) views.emplace(w->name, w);
+  for (auto& [name, w] : views) {  // absent optional tensors (no name) hold nothing already
+    w->data = nullptr;
+    w->blocks.clear();
+  }
+  s->w_.output.data = nullptr;  // also when tied (a second copy of token_embd, not in `views`)
   auto view_of = [&](const std::string& name) -> Weight* {
-    for (Weight* w : {&s->w_.token_embd, &s->w_.output_norm, &s->w_.output})
-      if (w->name == name) return w;
-    for (LayerWeights& L : s->w_.layers)
-      for (Weight* w : members(L))
-        if (w->name == name) return w;
-    return nullptr;
+    auto it = views.find(name);
+    return it == views.end() ? nullptr : it->second;
   };
   for (size_t i = 0; i < needs.size(); ++i) {
     Weight* w = view_of(needs[i].w->name);

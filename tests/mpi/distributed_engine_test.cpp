@@ -1,10 +1,11 @@
 // The distributed engine gives the one-rank results under every placement (ARCHITECTURE.md §3
 // invariant). Run under mpirun -np 2, 3, 4: rank 0 evaluates a seeded token sequence (a prompt
 // in two batches, then single tokens) with a one-rank engine and again with the distributed
-// engine of each policy (ep, pp, hybrid) on the golden tiny-qwen3moe and stories260K; the other
-// ranks follow. The distributed engine is exact by construction (activations and per-slot
-// expert outputs are gathered, never partial sums reduced), so every placement must give
-// bit-identical logits, and hence identical greedy tokens.
+// engine of each policy (ep, pp, hybrid) on the golden tiny-qwen3moe and stories260K and on a
+// synthetic model with a tied output head; the other ranks follow. The distributed engine is
+// exact by construction (activations and per-slot expert outputs are gathered, never partial
+// sums reduced), so every placement must give bit-identical logits, and hence identical greedy
+// tokens. Each rank computes from its private weight store (worker/weight_store.h).
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -13,6 +14,7 @@
 
 #include "comm/cluster.h"
 #include "tests/common/golden.h"
+#include "tests/mpi/test_models.h"
 #include "tests/mpi/test_placements.h"
 #include "worker/engine.h"
 #include "worker/placement_plan.h"
@@ -56,7 +58,11 @@ TEST_P(DistributedEngine, MatchesOneRankUnderEveryPolicy) {
   auto ctx_or = RankContext::create(MPI_COMM_WORLD, LogLevel::kWarn);
   ASSERT_TRUE(ctx_or.ok());
   const RankContext& ctx = **ctx_or;
-  const std::string path = (testing::golden_dir() / "models" / GetParam()).string();
+  // "synth:<arch>" is a small synthetic model each rank writes for itself (identical bytes).
+  const std::string param = GetParam();
+  const std::string path = param.starts_with("synth:")
+                               ? testing::synth_model(testing::temp_dir("dist-engine"), param.substr(6), "m.gguf")
+                               : (testing::golden_dir() / "models" / param).string();
   auto model = Model::load(path);
   ASSERT_TRUE(model.ok()) << model.status().to_string();  // same on every rank: no collective skipped
   const HParams& hp = (*model)->hparams();
@@ -104,8 +110,10 @@ TEST_P(DistributedEngine, MatchesOneRankUnderEveryPolicy) {
   }
 }
 
+// llama-tied: the output head is token_embd, held whole by the first stage and by vocabulary
+// rows on a later last stage (the rank-local weight store's tied path).
 INSTANTIATE_TEST_SUITE_P(Golden, DistributedEngine,
-                         ::testing::Values("tiny-qwen3moe-bf16.gguf", "stories260K-f32.gguf"));
+                         ::testing::Values("tiny-qwen3moe-bf16.gguf", "stories260K-f32.gguf", "synth:llama-tied"));
 
 }  // namespace
 }  // namespace expertmesh

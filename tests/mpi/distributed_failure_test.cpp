@@ -190,8 +190,9 @@ TEST(DistributedMemory, EachRankHoldsItsShareOfTheExperts) {
   ASSERT_EQ(two.size(), 2u) << out;
   double sum_kb = 0;
   for (const RankMemory& m : two) {
-    // No tensor page of the file is mapped in: only the header the metadata parse read.
-    EXPECT_LT(double(m.model_kb), 1024.0) << out;
+    // No tensor page of the file is mapped in: only the header the metadata parse read (one
+    // page-cache folio, up to 2 MiB with large folios; observed 64 kB here).
+    EXPECT_LE(double(m.model_kb), slack_kb) << out;
     // Its 16 of the 32 experts of each layer, plus the small replicated and split rest (the
     // non-expert bytes are ~3% of the file), nothing more.
     EXPECT_LE(double(m.weights_kb), 0.5 * expert_kb + (file_kb - expert_kb) + slack_kb) << out;

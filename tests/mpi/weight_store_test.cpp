@@ -11,14 +11,17 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <map>
 #include <random>
 
 #include "coordinator/placement/planner.h"
+#include "model/gguf/gguf.h"
 #include "model/synth.h"
 #include "tests/common/golden.h"
+#include "tests/mpi/test_models.h"
 #include "tests/mpi/test_placements.h"
 #include "worker/engine.h"
 #include "worker/placement_plan.h"
@@ -27,27 +30,7 @@ namespace expertmesh {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string synth_model(const fs::path& dir, const std::string& arch, const std::string& name, bool split = false) {
-  synth::Options o;
-  o.arch = arch;
-  o.n_layer = 3;
-  o.n_embd = 64;
-  o.n_head = 4;
-  o.n_head_kv = 2;
-  o.n_ff = 96;
-  o.n_expert = 6;
-  o.n_expert_used = 2;
-  o.n_ff_exp = 32;
-  o.dtype = GgmlType::F16;
-  o.seed = 11;
-  const std::string path = (dir / name).string();
-  gguf::SplitOptions so;
-  if (split) so.max_tensors = 7;
-  auto s = synth::write_model(o, path, 1, so);
-  EXPECT_TRUE(s.ok()) << s.status().to_string();
-  return s.ok() ? s->paths.front() : path;
-}
+using testing::synth_model;
 
 std::map<std::string, int64_t> bytes_by_tensor(const std::vector<worker::TensorRows>& needs) {
   std::map<std::string, int64_t> out;
@@ -68,6 +51,7 @@ TEST_P(RowsNeeded, RanksPartitionTheSplitTensors) {
   ASSERT_TRUE(model.ok()) << model.status().to_string();
   const HParams& hp = (*model)->hparams();
   const ModelWeights& w = (*model)->weights();
+  EXPECT_EQ((*model)->file().find_tensor("output.weight") == nullptr, std::string(GetParam()).ends_with("-tied"));
   {
     const auto full = worker::rows_needed(hp, w, worker::full_plan(hp));
     EXPECT_TRUE(worker::needs_whole_model(w, full));
@@ -101,8 +85,16 @@ TEST_P(RowsNeeded, RanksPartitionTheSplitTensors) {
         }
       }
       // Every split tensor is held exactly once over the ranks; replicated ones by every rank
-      // of their stage.
+      // of their stage. A tied head (token_embd) is whole on the first stage and split by
+      // vocabulary rows over a later last stage.
       for (const gguf::TensorInfo& ti : (*model)->file().tensors()) {
+        if (ti.name == "token_embd.weight" && !(*model)->file().find_tensor("output.weight")) {
+          EXPECT_GE(copies[ti.name], 1);
+          if (stages.size() > 1) {
+            EXPECT_EQ(sum[ti.name], ti.nbytes) << "tied head rows over the last stage";
+          }
+          continue;
+        }
         if (copies.count(ti.name)) {
           EXPECT_EQ(sum.count(ti.name), 0u) << ti.name;
           EXPECT_GE(copies[ti.name], 1) << ti.name;
@@ -114,7 +106,11 @@ TEST_P(RowsNeeded, RanksPartitionTheSplitTensors) {
   fs::remove_all(dir);
 }
 
-INSTANTIATE_TEST_SUITE_P(Archs, RowsNeeded, ::testing::Values("qwen3moe", "llama"));
+INSTANTIATE_TEST_SUITE_P(Archs, RowsNeeded, ::testing::Values("qwen3moe", "llama", "llama-tied"), [](const auto& info) {
+  std::string n = info.param;
+  std::replace(n.begin(), n.end(), '-', '_');
+  return n;
+});
 
 // The planner's TensorLocation bytes (what `expertmesh plan` reports) equal what the runtime holds.
 TEST_P(RowsNeeded, PlannerBytesAreWhatTheRuntimeHolds) {
@@ -124,8 +120,8 @@ TEST_P(RowsNeeded, PlannerBytesAreWhatTheRuntimeHolds) {
   const HParams& hp = (*model)->hparams();
   auto shape = placement::model_shape((*model)->file());
   ASSERT_TRUE(shape.ok()) << shape.status().to_string();
-  for (placement::PolicyKind pk : {placement::PolicyKind::kEp, placement::PolicyKind::kPp,
-                                   placement::PolicyKind::kHybrid})
+  for (placement::PolicyKind pk :
+       {placement::PolicyKind::kEp, placement::PolicyKind::kPp, placement::PolicyKind::kHybrid})
     for (int world : {2, 3, 4}) {
       SCOPED_TRACE(fmt::format("{} np {}", placement::policy_kind_name(pk), world));
       placement::PlacementRequest req;

@@ -51,14 +51,14 @@ namespace expertmesh::placement {
 
 // How a tensor is divided among the ranks that hold it (see the split rules above).
 enum class Split {
-  kReplicated,  // full copy on every rank of its stage (per-layer) or of the stage noted above (global)
-  kHeadRows,    // attn_q/k/v: rows by head (query heads for q; their KV heads for k/v)
+  kReplicated,   // full copy on every rank of its stage (per-layer) or of the stage noted above (global)
+  kHeadRows,     // attn_q/k/v: rows by head (query heads for q; their KV heads for k/v)
   kAttnOutRows,  // attn_output: output rows, split over the stage's head owners (worker::out_rows_by_stage)
   kFfnRows,      // ffn_up/ffn_gate (dense or shared expert): rows by ffn_rows
   kFfnOutRows,   // ffn_down (dense or shared expert): output rows, split over the stage's ffn_rows owners
-  kExperts,     // *_exps: by routed expert (ne[2])
-  kVocabRows,   // output (or tied token_embd on the last stage): rows by output_vocab
-  kEmbedding,   // token_embd: full copy on every rank of stage 0
+  kExperts,      // *_exps: by routed expert (ne[2])
+  kVocabRows,    // output (or tied token_embd on the last stage): rows by output_vocab
+  kEmbedding,    // token_embd: full copy on every rank of stage 0
 };
 
 // What a tensor is, for per-kind byte reports (`expertmesh plan`).
