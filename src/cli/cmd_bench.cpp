@@ -132,18 +132,7 @@ Status cmd_bench(RankContext& ctx, const std::vector<std::string>& args) {
   fs.add_int({"-b", "--batch-size"}, &n_batch, "N", "tokens per forward batch in pp (default 2048)");
   fs.add_int({"-r", "--repetitions"}, &reps, "N", "repetitions of each test (default 5)");
   fs.add_int({"-t", "--threads"}, &threads, "N", "compute threads");
-  auto kv_type = [](GgmlType* dst, const char* flag) {
-    return [dst, flag](const std::string& v) -> Status {
-      auto t = parse_type_name(v);
-      if (!t.ok()) return Status::InvalidArgument(fmt::format("{}: {}", flag, t.status().message()));
-      *dst = *t;
-      return Status::Ok();
-    };
-  };
-  fs.add_custom({"-ctk", "--cache-type-k"}, "TYPE", "KV cache type of K: f16 (default), q8_0, bf16, f32",
-                kv_type(&eo.type_k, "-ctk"));
-  fs.add_custom({"-ctv", "--cache-type-v"}, "TYPE", "KV cache type of V: f16 (default), q8_0, bf16, f32",
-                kv_type(&eo.type_v, "-ctv"));
+  add_kv_cache_flags(fs, &eo);
   placement::add_placement_flags(fs, &pf);
   add_runtime_flags(fs, &rf);
   EM_RETURN_IF_ERROR(fs.parse(args));

@@ -42,18 +42,7 @@ Status cmd_perplexity(RankContext& ctx, const std::vector<std::string>& args) {
   fs.add_int({"-b", "--batch-size"}, &opt.n_batch, "N", "tokens per forward batch (default 2048)");
   fs.add_int({"--chunks"}, &opt.n_chunks, "N", "evaluate at most N chunks (default all)");
   fs.add_int({"-t", "--threads"}, &threads, "N", "compute threads");
-  auto kv_type = [](GgmlType* dst, const char* flag) {
-    return [dst, flag](const std::string& v) -> Status {
-      auto t = parse_type_name(v);
-      if (!t.ok()) return Status::InvalidArgument(fmt::format("{}: {}", flag, t.status().message()));
-      *dst = *t;
-      return Status::Ok();
-    };
-  };
-  fs.add_custom({"-ctk", "--cache-type-k"}, "TYPE", "KV cache type of K: f16 (default), q8_0, bf16, f32",
-                kv_type(&eo.type_k, "-ctk"));
-  fs.add_custom({"-ctv", "--cache-type-v"}, "TYPE", "KV cache type of V: f16 (default), q8_0, bf16, f32",
-                kv_type(&eo.type_v, "-ctv"));
+  add_kv_cache_flags(fs, &eo);
   fs.add_string({"--kl-divergence-base", "--save-all-logits"}, &opt.kld_base_file, "FILE",
                 "write the base logits here (or read them with --kl-divergence)");
   fs.add_bool({"--kl-divergence"}, &kl, "compare against --kl-divergence-base FILE (tokens come from FILE)");

@@ -83,18 +83,7 @@ Status cmd_run(RankContext& ctx, const std::vector<std::string>& args) {
   fs.add_int({"-s", "--seed"}, &seed, "S", "RNG seed (default -1 = random)");
   fs.add_int({"-t", "--threads"}, &threads, "N", "compute threads");
   fs.add_int({"-c", "--ctx-size"}, &n_ctx, "N", "context size (default 0 = min(n_ctx_train, prompt + n))");
-  auto kv_type = [](GgmlType* dst, const char* flag) {
-    return [dst, flag](const std::string& v) -> Status {
-      auto t = parse_type_name(v);
-      if (!t.ok()) return Status::InvalidArgument(fmt::format("{}: {}", flag, t.status().message()));
-      *dst = *t;
-      return Status::Ok();
-    };
-  };
-  fs.add_custom({"-ctk", "--cache-type-k"}, "TYPE", "KV cache type of K: f16 (default), q8_0, bf16, f32",
-                kv_type(&eo.type_k, "-ctk"));
-  fs.add_custom({"-ctv", "--cache-type-v"}, "TYPE", "KV cache type of V: f16 (default), q8_0, bf16, f32",
-                kv_type(&eo.type_v, "-ctv"));
+  add_kv_cache_flags(fs, &eo);
   placement::add_placement_flags(fs, &pf);
   add_runtime_flags(fs, &rf);
   EM_RETURN_IF_ERROR(fs.parse(args));

@@ -68,6 +68,21 @@ void add_runtime_flags(FlagSet& fs, RuntimeFlags* f) {
               "print every rank's resident memory (VmRSS, RssFile, RssAnon) at the end");
 }
 
+void add_kv_cache_flags(FlagSet& fs, worker::EngineOptions* eo) {
+  auto kv_type = [](GgmlType* dst, const char* flag) {
+    return [dst, flag](const std::string& v) -> Status {
+      auto t = parse_type_name(v);
+      if (!t.ok()) return Status::InvalidArgument(fmt::format("{}: {}", flag, t.status().message()));
+      *dst = *t;
+      return Status::Ok();
+    };
+  };
+  fs.add_custom({"-ctk", "--cache-type-k"}, "TYPE", "KV cache type of K: f16 (default), q8_0, bf16, f32",
+                kv_type(&eo->type_k, "-ctk"));
+  fs.add_custom({"-ctv", "--cache-type-v"}, "TYPE", "KV cache type of V: f16 (default), q8_0, bf16, f32",
+                kv_type(&eo->type_v, "-ctv"));
+}
+
 namespace {
 
 // kB values of VmRSS, RssFile, RssAnon from /proc/self/status (0 where absent).

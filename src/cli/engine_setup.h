@@ -55,6 +55,9 @@ struct RuntimeFlags {
   bool mem_stats = false;
 };
 void add_runtime_flags(FlagSet& fs, RuntimeFlags* f);
+// Registers -ctk/--cache-type-k and -ctv/--cache-type-v (llama.cpp's names) on eo->type_k /
+// eo->type_v; a bad type name is an error naming the flag.
+void add_kv_cache_flags(FlagSet& fs, worker::EngineOptions* eo);
 // Collective over ctx.comm (every rank calls it after run_lockstep succeeded).
 Status report_runtime(const RankContext& ctx, const EngineSetup& s, const char* cmd, int64_t n_tokens,
                       const RuntimeFlags& f);

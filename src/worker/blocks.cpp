@@ -282,4 +282,19 @@ Result<Buf> moe_ffn(const StepContext& c, const LayerWeights& w, const LayerPlan
   return out;
 }
 
+Status residual_block(const StepContext& c, const LayerWeights& w, const LayerPlan& p, float* x, AttentionOptions attn,
+                      FfnKind ffn) {
+  Buf attn_in = rms_norm(c, x, w.attn_norm);
+  c.trace("attn_norm", attn_in, c.hp.n_embd);
+  EM_ASSIGN_OR_RETURN(Buf attn_out, attention(c, w, p, attn_in, attn));
+  add_in_place(x, attn_out);  // ffn_inp
+  if (c.dump && *c.dump) (*c.dump)("ffn_inp", c.layer, x, c.n_tok, c.hp.n_embd);
+  Buf ffn_in = rms_norm(c, x, w.ffn_norm);
+  c.trace("ffn_norm", ffn_in, c.hp.n_embd);
+  EM_ASSIGN_OR_RETURN(Buf ffn_out, ffn == FfnKind::kMoe ? moe_ffn(c, w, p, ffn_in) : ffn_swiglu(c, w, p, ffn_in));
+  add_in_place(x, ffn_out);  // l_out
+  if (c.dump && *c.dump) (*c.dump)("l_out", c.layer, x, c.n_tok, c.hp.n_embd);
+  return Status::Ok();
+}
+
 }  // namespace expertmesh::worker

@@ -107,6 +107,14 @@ Result<Buf> ffn_swiglu(const StepContext& c, const LayerWeights& w, const LayerP
 // in slot order on every rank, so the result does not depend on the expert placement.
 Result<Buf> moe_ffn(const StepContext& c, const LayerWeights& w, const LayerPlan& p, const Buf& h);
 
+// The pre-norm residual block llama, qwen3 and qwen3moe share (the peer's llm_build_* layer):
+//   x += attention(rms_norm(x) * attn_norm);  x += ffn(rms_norm(x) * ffn_norm)
+// with the dense SwiGLU FFN or the routed MoE FFN. x is n_tok × n_embd, updated in place; the
+// ffn_inp / l_out intermediates go to the dump hook like the peer's names.
+enum class FfnKind { kDense, kMoe };
+Status residual_block(const StepContext& c, const LayerWeights& w, const LayerPlan& p, float* x, AttentionOptions attn,
+                      FfnKind ffn);
+
 // One query row of causal attention over n_kv cached rows: scores = K q * scale, entries with
 // key position > q_pos set to -inf, softmax, out = sum p_j V_j. K, V are n_kv × d. `scores`
 // is scratch of n_kv floats. Exposed for the kernel tests.

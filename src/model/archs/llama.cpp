@@ -30,17 +30,7 @@ Status bind(TensorBinder& b, const HParams& hp, ModelWeights* w) {
 }
 
 Status layer(worker::StepContext& c, const LayerWeights& w, const worker::LayerPlan& p, float* x) {
-  worker::Buf attn_in = worker::rms_norm(c, x, w.attn_norm);
-  c.trace("attn_norm", attn_in, c.hp.n_embd);
-  EM_ASSIGN_OR_RETURN(worker::Buf attn_out, worker::attention(c, w, p, attn_in, {.qk_norm = false}));
-  worker::add_in_place(x, attn_out);  // ffn_inp
-  if (c.dump && *c.dump) (*c.dump)("ffn_inp", c.layer, x, c.n_tok, c.hp.n_embd);
-  worker::Buf ffn_in = worker::rms_norm(c, x, w.ffn_norm);
-  c.trace("ffn_norm", ffn_in, c.hp.n_embd);
-  EM_ASSIGN_OR_RETURN(worker::Buf ffn_out, worker::ffn_swiglu(c, w, p, ffn_in));
-  worker::add_in_place(x, ffn_out);  // l_out
-  if (c.dump && *c.dump) (*c.dump)("l_out", c.layer, x, c.n_tok, c.hp.n_embd);
-  return Status::Ok();
+  return worker::residual_block(c, w, p, x, {.qk_norm = false}, worker::FfnKind::kDense);
 }
 
 }  // namespace
