@@ -39,14 +39,6 @@ namespace fs = std::filesystem;
 using coordinator::Recipe;
 using coordinator::RecipeResult;
 
-Status bcast_string(MPI_Comm comm, std::string* s) {
-  int64_t n = int64_t(s->size());
-  EM_MPI_CHECK(MPI_Bcast(&n, 1, MPI_INT64_T, 0, comm));
-  s->resize(size_t(n));
-  if (n > 0) EM_MPI_CHECK(MPI_Bcast(s->data(), int(n), MPI_CHAR, 0, comm));
-  return Status::Ok();
-}
-
 // The settings that make two sweeps' figures comparable; a DIR holding other settings is refused.
 nlohmann::json settings_json(const SweepOptions& o, const std::string& base_id, const std::string& imat_id,
                              const std::string& text_id) {
@@ -232,7 +224,7 @@ Status cmd_sweep(RankContext& ctx, const std::vector<std::string>& args) {
     if (p.ok()) blob = p->dump();
   }
   EM_RETURN_IF_ERROR(ctx.agree(prep));
-  EM_RETURN_IF_ERROR(bcast_string(ctx.comm, &blob));
+  EM_RETURN_IF_ERROR(broadcast_string(ctx.comm, 0, &blob));
   const auto info = nlohmann::json::parse(blob);
   EM_ASSIGN_OR_RETURN(auto recipes, coordinator::parse_recipes(info["recipes"].get<std::string>(), o.recipes_file));
   std::vector<std::string> hashes;

@@ -89,16 +89,14 @@ Result<std::string> file_identity(const std::string& path) {
                      sha256_hex(head.data(), n));
 }
 
-Status model_size(const std::string& path, double* gib, double* bpw) {
-  EM_ASSIGN_OR_RETURN(auto f, gguf::File::open(path));
+void model_size(const gguf::File& f, double* gib, double* bpw) {
   int64_t bytes = 0, params = 0;
-  for (const auto& t : f->tensors()) {
+  for (const auto& t : f.tensors()) {
     bytes += t.nbytes;
     params += t.n_elements();
   }
   *gib = double(bytes) / double(1ull << 30);
   *bpw = params > 0 ? 8.0 * double(bytes) / double(params) : 0.0;
-  return Status::Ok();
 }
 
 Result<double> quantize_recipe(RankContext& g, const SweepOptions& o, const coordinator::Recipe& r,
@@ -128,6 +126,7 @@ Result<coordinator::RecipeResult> evaluate_base(RankContext& g, const SweepOptio
   row.is_base = true;
   row.same_top_p = 100;
   EM_ASSIGN_OR_RETURN(EngineSetup setup, build_engine(g, o, o.base));
+  model_size(setup.model->file(), &row.size_gib, &row.bpw);
   const std::string tmp = kld_path + ".partial";
   EM_RETURN_IF_ERROR(run_lockstep(g, setup, [&]() -> Status {
     LogFile log(log_path);
@@ -144,7 +143,6 @@ Result<coordinator::RecipeResult> evaluate_base(RankContext& g, const SweepOptio
     if (ec) return Status::IoError(fmt::format("{}: cannot rename to {}: {}", tmp, kld_path, ec.message()));
     return Status::Ok();
   }));
-  EM_RETURN_IF_ERROR(model_size(o.base, &row.size_gib, &row.bpw));
   row.complete = true;
   return row;
 }
@@ -152,6 +150,7 @@ Result<coordinator::RecipeResult> evaluate_base(RankContext& g, const SweepOptio
 Status evaluate_recipe(RankContext& g, const SweepOptions& o, const std::string& model_path,
                        const std::string& kld_path, const std::string& log_path, coordinator::RecipeResult* row) {
   EM_ASSIGN_OR_RETURN(EngineSetup setup, build_engine(g, o, model_path));
+  model_size(setup.model->file(), &row->size_gib, &row->bpw);
   EM_RETURN_IF_ERROR(run_lockstep(g, setup, [&]() -> Status {
     LogFile log(log_path);
     if (!log.f) return Status::IoError(fmt::format("{}: cannot create", log_path));
@@ -172,7 +171,7 @@ Status evaluate_recipe(RankContext& g, const SweepOptions& o, const std::string&
     row->eval_tokens_per_s = secs > 0 ? n_eval / secs : 0;
     return Status::Ok();
   }));
-  return model_size(model_path, &row->size_gib, &row->bpw);
+  return Status::Ok();
 }
 
 }  // namespace expertmesh::cli

@@ -23,6 +23,7 @@
 #include "coordinator/placement/planner.h"
 #include "coordinator/sweep/recipes.h"
 #include "coordinator/sweep/results.h"
+#include "model/gguf/gguf.h"
 
 namespace expertmesh::cli {
 
@@ -48,7 +49,7 @@ Result<std::string> read_file(const std::string& path);
 Result<std::string> file_identity(const std::string& path);
 
 // Tensor bytes (GiB) and bits per weight of a GGUF, from its tensor infos only.
-Status model_size(const std::string& path, double* gib, double* bpw);
+void model_size(const gguf::File& f, double* gib, double* bpw);
 
 // Collective over g.comm. Quantizes `r` from the base with `expertmesh quantize`'s own flag
 // parser and job (so a recipe's flags mean exactly what they mean there) into `out_path`;

@@ -46,12 +46,17 @@ Status RankContext::agree(const Status& local) const {
   EM_MPI_CHECK(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm));
   if (first == world) return Status::Ok();
   std::string msg = first == rank ? local.to_string() : std::string();
-  int len = static_cast<int>(msg.size());
-  EM_MPI_CHECK(MPI_Bcast(&len, 1, MPI_INT, first, comm));
-  msg.resize(static_cast<size_t>(len));
-  EM_MPI_CHECK(MPI_Bcast(msg.data(), len, MPI_CHAR, first, comm));
+  EM_RETURN_IF_ERROR(broadcast_string(comm, first, &msg));
   if (first == rank) return local;
   return Status::Aborted(fmt::format("rank {} failed: {}", first, msg));
+}
+
+Status broadcast_string(MPI_Comm comm, int root, std::string* s) {
+  int len = static_cast<int>(s->size());
+  EM_MPI_CHECK(MPI_Bcast(&len, 1, MPI_INT, root, comm));
+  s->resize(static_cast<size_t>(len));
+  if (len > 0) EM_MPI_CHECK(MPI_Bcast(s->data(), len, MPI_CHAR, root, comm));
+  return Status::Ok();
 }
 
 }  // namespace expertmesh

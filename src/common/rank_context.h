@@ -50,4 +50,8 @@ struct RankContext {
   Status agree(const Status& local) const;
 };
 
+// Broadcasts *s from `root` to every rank of `comm` (its length, then its bytes); on the other
+// ranks *s is replaced. Collective. REQUIRES: s->size() < 2^31 on root.
+Status broadcast_string(MPI_Comm comm, int root, std::string* s);
+
 }  // namespace expertmesh

@@ -140,10 +140,7 @@ Result<std::string> ImatrixRun::agree_bad(int64_t chunk) {
       first = r;
   }
   if (first < 0) return std::string();
-  int len = int(msg.size());
-  EM_MPI_CHECK(MPI_Bcast(&len, 1, MPI_INT, first, ctx_.comm));
-  msg.resize(size_t(len));
-  EM_MPI_CHECK(MPI_Bcast(msg.data(), len, MPI_CHAR, first, ctx_.comm));
+  EM_RETURN_IF_ERROR(broadcast_string(ctx_.comm, first, &msg));
   return msg;
 }
 

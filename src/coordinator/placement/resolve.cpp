@@ -205,10 +205,7 @@ Result<proto::Placement> resolve_placement(const PlacementFlags& flags, const gg
     local = planned.ok() ? Status::Ok() : planned.status();
   }
   EM_RETURN_IF_ERROR(ctx.agree(local));
-  int wire_len = static_cast<int>(wire.size());
-  EM_MPI_CHECK(MPI_Bcast(&wire_len, 1, MPI_INT, 0, ctx.comm));
-  wire.resize(static_cast<size_t>(wire_len));
-  EM_MPI_CHECK(MPI_Bcast(wire.data(), wire_len, MPI_CHAR, 0, ctx.comm));
+  EM_RETURN_IF_ERROR(broadcast_string(ctx.comm, 0, &wire));
   if (ctx.is_root()) return planned;
   proto::Placement p;
   if (!p.ParseFromString(wire)) return Status::Internal("placement: cannot parse the placement broadcast by rank 0");
