@@ -134,28 +134,41 @@ Result<Buf> attention(const StepContext& c, const LayerWeights& w, const LayerPl
   c.trace("Kcur", k, nkv * hd);
   c.trace("Vcur", v, nkv * hd);
 
-  // Store this batch's K/V, then attend over everything cached so far.
-  int64_t n_kv = c.kv.used();
+  // Store this batch's K/V, then attend over each sequence's cached keys. Rows are grouped by
+  // sequence; a group loads positions [0, max pos + 1) of its sequence once per head.
+  auto seq_of = [&](int64_t t) { return c.seq ? int64_t(c.seq[t]) : int64_t{0}; };
+  struct Group {
+    int64_t seq = 0, n_kv = 0;
+    std::vector<int64_t> rows;
+  };
+  std::vector<Group> groups;
   for (int64_t t = 0; t < c.n_tok; ++t) {
+    const int64_t s = seq_of(t);
     EM_RETURN_IF_ERROR(
-        c.kv.store(c.kv_layer, c.pos[t], kvb - c.kv_head0, nkv, k.data() + t * nkv * hd, v.data() + t * nkv * hd));
-    n_kv = std::max<int64_t>(n_kv, c.pos[t] + 1);
+        c.kv.store(s, c.kv_layer, c.pos[t], kvb - c.kv_head0, nkv, k.data() + t * nkv * hd, v.data() + t * nkv * hd));
+    auto g = std::find_if(groups.begin(), groups.end(), [&](const Group& x) { return x.seq == s; });
+    if (g == groups.end()) g = groups.insert(groups.end(), Group{s, 0, {}});
+    g->rows.push_back(t);
+    g->n_kv = std::max<int64_t>(g->n_kv, c.pos[t] + 1);
   }
   const float scale = 1.0f / std::sqrt(float(hd));
   Buf kqv(size_t(c.n_tok * nq * hd));
   const bool generic_fa = peer_uses_generic_fa(c.kv, hd);
-  std::vector<Status> errors(static_cast<size_t>(nq));
-  c.pool.run(nq, [&](int64_t hi, int) {
-    const int64_t kvh = (hb + hi) / n_gqa - c.kv_head0;
+  const int64_t n_tasks = nq * int64_t(groups.size());
+  std::vector<Status> errors(static_cast<size_t>(n_tasks));
+  c.pool.run(n_tasks, [&](int64_t task, int) {
+    const int64_t hi = task % nq;
+    const Group& g = groups[size_t(task / nq)];
+    const int64_t kvh = (hb + hi) / n_gqa - c.kv_head0, n_kv = g.n_kv;
     Buf K(size_t(n_kv * hd)), V(size_t(n_kv * hd)), scores(static_cast<size_t>(n_kv));
-    Status s = c.kv.load_k(c.kv_layer, kvh, n_kv, K.data());
-    if (s.ok()) s = c.kv.load_v(c.kv_layer, kvh, n_kv, V.data());
+    Status s = c.kv.load_k(g.seq, c.kv_layer, kvh, n_kv, K.data());
+    if (s.ok()) s = c.kv.load_v(g.seq, c.kv_layer, kvh, n_kv, V.data());
     if (!s.ok()) {
-      errors[size_t(hi)] = s;
+      errors[size_t(task)] = s;
       return;
     }
     std::vector<uint16_t> acc16(static_cast<size_t>(hd));
-    for (int64_t t = 0; t < c.n_tok; ++t)
+    for (int64_t t : g.rows)
       if (generic_fa)
         attend_row_f16acc(q.data() + (t * nq + hi) * hd, K.data(), V.data(), n_kv, hd, c.pos[t], scale, acc16.data(),
                           kqv.data() + (t * nq + hi) * hd);

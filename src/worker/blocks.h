@@ -54,7 +54,8 @@ struct StepContext {
   const cpu::Kernels& k;
   ThreadPool& pool;
   KvCache& kv;
-  const int32_t* pos = nullptr;  // n_tok positions (one sequence, ascending)
+  const int32_t* pos = nullptr;  // n_tok positions; the rows of one sequence are consecutive positions
+  const int32_t* seq = nullptr;  // n_tok KV-cache sequences (null: every row is sequence 0)
   int64_t n_tok = 0;
   int64_t kv_layer = 0;  // index of the current layer in the KV cache
   int64_t kv_head0 = 0;  // first KV head the cache holds
@@ -89,7 +90,9 @@ struct AttentionOptions {
 };
 
 // Self-attention of this rank's heads: projections, optional q/k norm, RoPE, KV store, causal
-// softmax(QK^T/sqrt(d))V, then the output projection. One rank: over all heads. A stage of
+// softmax(QK^T/sqrt(d))V, then the output projection. Each row attends over its own sequence's
+// keys at positions <= its own (rows of several sequences may share a batch; a row's result
+// does not depend on the other rows). One rank: over all heads. A stage of
 // several ranks (p.stage_heads set): the heads' outputs are gathered (gather_cols), each rank
 // computes its share of the output rows (p.attn_out) with whole dot products and those are gathered,
 // so the result is bit-identical to one rank's. A rank may own no heads.

@@ -32,9 +32,10 @@ Result<std::unique_ptr<Engine>> Engine::create(const Model& model, RankPlan plan
     return Status::InvalidArgument(
         fmt::format("plan: vocabulary rows [{}, {}) outside the output head", plan.vocab_begin, plan.vocab_end));
   EM_ASSIGN_OR_RETURN(KvCache kv, KvCache::create(opt.type_k, opt.type_v, int64_t(plan.layers.size()), kve - kvb,
-                                                  hp.head_dim, opt.n_ctx));
+                                                  hp.head_dim, opt.n_ctx, opt.n_seq));
   std::unique_ptr<Engine> e(new Engine(model, std::move(plan), opt, std::move(kv)));
   e->kv_head0_ = kvb;
+  e->seq_len_.assign(size_t(opt.n_seq), 0);
   // Weights: read on the engine's own threads, so the pages are first-touched (allocated) under
   // the memory policy those threads inherited (the rank's NUMA node when bound).
   e->w_ = &model.weights();
@@ -163,27 +164,45 @@ Status Engine::output(const Buf& x, int64_t n_tok, std::span<const int64_t> out_
   return Status::Ok();
 }
 
-Status Engine::step(std::span<const int32_t> tokens, int64_t pos0, std::span<const int64_t> out_rows, float* logits) {
+Status Engine::step(std::span<const int32_t> tokens, std::span<const int32_t> pos, std::span<const int32_t> seq,
+                    std::span<const int64_t> out_rows, float* logits) {
   const HParams& hp = model_.hparams();
   const int64_t n_tok = int64_t(tokens.size());
   // Checked identically on every rank (same batch), so bad input fails everywhere at once.
   const int64_t n_vocab_in = weights().token_embd.ne[1];
+  if (n_tok == 0 || pos.size() != tokens.size() || seq.size() != tokens.size())
+    return Status::InvalidArgument("decode: a batch needs one position and one sequence per token");
   for (int32_t t : tokens)
     if (t < 0 || t >= n_vocab_in)
       return Status::OutOfRange(fmt::format("token id {} outside the vocabulary of {}", t, n_vocab_in));
-  if (pos0 < 0 || pos0 + n_tok > kv_.n_ctx())
-    return Status::OutOfRange(fmt::format("context full: {} + {} tokens exceed n_ctx {}", pos0, n_tok, kv_.n_ctx()));
   for (size_t i = 0; i < out_rows.size(); ++i)
     if (out_rows[i] < 0 || out_rows[i] >= n_tok || (i > 0 && out_rows[i] <= out_rows[i - 1]))
       return Status::Internal("decode: output rows must be ascending row indices of the batch");
-  kv_.set_used(pos0);
-  std::vector<int32_t> pos(static_cast<size_t>(n_tok));
-  std::iota(pos.begin(), pos.end(), int32_t(pos0));
+  // Each sequence's rows: consecutive positions starting at most at its length (a rewind when
+  // lower). Checked before anything is stored, so a bad batch leaves the cache as it was.
+  std::vector<int64_t> len(seq_len_), last(seq_len_.size(), -1);
+  for (int64_t i = 0; i < n_tok; ++i) {
+    const int32_t s = seq[size_t(i)], p = pos[size_t(i)];
+    if (s < 0 || s >= n_seq())
+      return Status::InvalidArgument(fmt::format("decode: sequence {} outside the {} the cache holds", s, n_seq()));
+    if (p < 0 || p >= kv_.n_ctx())
+      return Status::OutOfRange(
+          fmt::format("context full: position {} of sequence {} exceeds n_ctx {}", p, s, kv_.n_ctx()));
+    const bool first = last[size_t(s)] < 0;
+    if ((first && p > len[size_t(s)]) || (!first && p != last[size_t(s)] + 1))
+      return Status::InvalidArgument(
+          fmt::format("decode: sequence {} row at position {} does not continue it (length {})", s, p, len[size_t(s)]));
+    last[size_t(s)] = p;
+    len[size_t(s)] = p + 1;
+  }
+  seq_len_ = std::move(len);
+  kv_.set_used(seq_len_[0]);
 
   Buf x(size_t(n_tok * hp.n_embd));
   EM_RETURN_IF_ERROR(hidden_in(tokens, x.data()));
   StepContext c{hp, k_, pool_, kv_};
   c.pos = pos.data();
+  c.seq = seq.data();
   c.n_tok = n_tok;
   c.kv_head0 = kv_head0_;
   c.reduce = &reduce_;
@@ -199,7 +218,6 @@ Status Engine::step(std::span<const int32_t> tokens, int64_t pos0, std::span<con
     if (dump_) dump_("inp", lp.layer, x.data(), n_tok, hp.n_embd);
     EM_RETURN_IF_ERROR(arch.layer(c, weights().layers[size_t(lp.layer)], lp, x.data()));
   }
-  kv_.set_used(pos0 + n_tok);
   if (distributed() && plan_.next_stage_root >= 0 && cluster_->stage_rank() == 0)
     EM_RETURN_IF_ERROR(cluster_->send(x.data(), n_tok * hp.n_embd, plan_.next_stage_root));
   if (out_rows.empty()) return Status::Ok();
@@ -207,20 +225,35 @@ Status Engine::step(std::span<const int32_t> tokens, int64_t pos0, std::span<con
 }
 
 Status Engine::decode(std::span<const int32_t> tokens, std::span<const int64_t> out_rows, float* logits) {
+  if (tokens.empty()) return Status::InvalidArgument("decode: empty batch");
   const int64_t pos0 = kv_.used();
+  if (pos0 + int64_t(tokens.size()) > kv_.n_ctx())
+    return Status::OutOfRange(
+        fmt::format("context full: {} + {} tokens exceed n_ctx {}", pos0, tokens.size(), kv_.n_ctx()));
+  // A clear() since the last batch shows as used() below the sequence's length.
+  seq_len_[0] = pos0;
+  std::vector<int32_t> pos(tokens.size()), seq(tokens.size(), 0);
+  std::iota(pos.begin(), pos.end(), int32_t(pos0));
+  return decode_batch(tokens, pos, seq, out_rows, logits);
+}
+
+Status Engine::decode_batch(std::span<const int32_t> tokens, std::span<const int32_t> pos, std::span<const int32_t> seq,
+                            std::span<const int64_t> out_rows, float* logits) {
   if (tokens.empty()) return Status::InvalidArgument("decode: empty batch");
   if (distributed()) {
     if (cluster_->rank() != 0) return Status::Internal("decode: only rank 0 drives a distributed engine");
+    if (pos.size() != tokens.size() || seq.size() != tokens.size())
+      return Status::InvalidArgument("decode: a batch needs one position and one sequence per token");
     proto::TokenBatch b;
     for (size_t i = 0; i < tokens.size(); ++i) {
       b.add_token(tokens[i]);
-      b.add_pos(int32_t(pos0 + int64_t(i)));
-      b.add_seq_id(0);
+      b.add_pos(pos[i]);
+      b.add_seq_id(seq[i]);
       b.add_want_logits(std::binary_search(out_rows.begin(), out_rows.end(), int64_t(i)));
     }
     EM_RETURN_IF_ERROR(cluster_->bcast_batch(&b));
   }
-  return step(tokens, pos0, out_rows, logits);
+  return step(tokens, pos, seq, out_rows, logits);
 }
 
 Status Engine::follow() {
@@ -229,13 +262,14 @@ Status Engine::follow() {
     proto::TokenBatch b;
     EM_RETURN_IF_ERROR(cluster_->bcast_batch(&b));
     if (b.shutdown()) return Status::Ok();
-    if (b.token_size() == 0 || b.pos_size() != b.token_size() || b.want_logits_size() != b.token_size())
-      return Status::Corruption("TokenBatch from rank 0: token, pos and want_logits differ in length");
-    std::vector<int32_t> tokens(b.token().begin(), b.token().end());
+    if (b.token_size() == 0 || b.pos_size() != b.token_size() || b.want_logits_size() != b.token_size() ||
+        b.seq_id_size() != b.token_size())
+      return Status::Corruption("TokenBatch from rank 0: token, pos, seq_id and want_logits differ in length");
     std::vector<int64_t> rows;
     for (int i = 0; i < b.want_logits_size(); ++i)
       if (b.want_logits(i)) rows.push_back(i);
-    EM_RETURN_IF_ERROR(step(tokens, b.pos(0), rows, nullptr));
+    const auto span_of = [](const auto& f) { return std::span<const int32_t>(f.data(), size_t(f.size())); };
+    EM_RETURN_IF_ERROR(step(span_of(b.token()), span_of(b.pos()), span_of(b.seq_id()), rows, nullptr));
   }
 }
 

@@ -31,7 +31,8 @@ namespace expertmesh::worker {
 
 struct EngineOptions {
   int n_threads = 1;
-  int64_t n_ctx = 512;
+  int64_t n_ctx = 512;              // positions per sequence
+  int64_t n_seq = 1;                // KV-cache sequences (serve's --parallel slots)
   GgmlType type_k = GgmlType::F16;  // -ctk
   GgmlType type_v = GgmlType::F16;  // -ctv
   // kAuto: a rank that holds the whole model uses the file mapping (nothing read at load, the
@@ -45,7 +46,8 @@ class Engine {
 
   const Model& model() const { return model_; }
   const cpu::Kernels& kernels() const { return k_; }
-  int64_t n_ctx() const { return kv_.n_ctx(); }
+  int64_t n_ctx() const { return kv_.n_ctx(); }  // positions per sequence
+  int64_t n_seq() const { return kv_.n_seq(); }
   int64_t n_past() const { return kv_.used(); }
   int64_t n_vocab() const { return weights().output.ne[1]; }
   // The weights the engine computes with: the model's mapping, or this rank's private share.
@@ -53,7 +55,8 @@ class Engine {
   // The private share (nullptr when the engine uses the file mapping).
   const WeightStore* weight_store() const { return store_.get(); }
   const RankPlan& plan() const { return plan_; }
-  // Starts a new sequence (clears the KV cache). Followers clear when a batch starts at 0.
+  // Starts sequence 0 anew (its next decode() is at position 0). Followers need no call: a
+  // batch's positions say where each sequence continues.
   void clear() { kv_.clear(); }
   // Makes this engine one rank of a distributed job; `c` (not owned) outlives the engine and
   // matches the plan's stage. Without a cluster the plan must be complete (one rank).
@@ -68,6 +71,15 @@ class Engine {
   // `logits` (out_rows.size() × n_vocab). Errors: token id out of range, context full.
   // Distributed: call on rank 0 only (the others are in follow()); logits arrive on rank 0.
   Status decode(std::span<const int32_t> tokens, std::span<const int64_t> out_rows, float* logits);
+  // A batch over several sequences: row i is tokens[i] at position pos[i] of sequence seq[i].
+  // REQUIRES (checked, InvalidArgument): equal lengths; 0 <= seq < n_seq(); the rows of one
+  // sequence are consecutive positions, the first at most that sequence's current length
+  // (starting lower rewinds it: later positions are forgotten). Each row's logits depend only
+  // on its own sequence, so any mix of sequences gives every row the same values as running its
+  // sequence alone. Distributed: rank 0 only, like decode(). Does not touch n_past() unless the
+  // batch has rows of sequence 0.
+  Status decode_batch(std::span<const int32_t> tokens, std::span<const int32_t> pos, std::span<const int32_t> seq,
+                      std::span<const int64_t> out_rows, float* logits);
   // Ranks other than 0: run the batches rank 0 broadcasts until it calls finish(). Every rank
   // checks each batch alike, so bad input fails on every rank at the same step; a failure on
   // one rank only reaches the others through the cluster's failure channel.
@@ -79,8 +91,9 @@ class Engine {
   Engine(const Model& m, RankPlan plan, const EngineOptions& opt, KvCache kv);
   Status embed(std::span<const int32_t> tokens, float* x);
   Status output(const Buf& x, int64_t n_tok, std::span<const int64_t> out_rows, float* logits);
-  // One forward of `tokens` at positions pos0.. on this rank's share (every rank runs it).
-  Status step(std::span<const int32_t> tokens, int64_t pos0, std::span<const int64_t> out_rows, float* logits);
+  // Every rank checks the batch alike (token ids, sequences, positions, rows) and runs it.
+  Status step(std::span<const int32_t> tokens, std::span<const int32_t> pos, std::span<const int32_t> seq,
+              std::span<const int64_t> out_rows, float* logits);
   Status hidden_in(std::span<const int32_t> tokens, float* x);
   Status gather_slots(float* y, const std::vector<int32_t>& owner, int64_t width);
   Status gather_cols(const float* local, int64_t n_tok, const std::vector<Span>& spans, int64_t width, float* full);
@@ -93,6 +106,7 @@ class Engine {
   ThreadPool pool_;
   KvCache kv_;
   int64_t kv_head0_ = 0;
+  std::vector<int64_t> seq_len_;  // filled positions of each sequence (sequence 0: also kv_.used())
   DumpFn dump_;
   ReduceFn reduce_;
   MatmulObserver observe_;

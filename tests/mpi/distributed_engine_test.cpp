@@ -110,6 +110,70 @@ TEST_P(DistributedEngine, MatchesOneRankUnderEveryPolicy) {
   }
 }
 
+// Serve's slots distributed: two sequences interleaved in shared batches on every placement give
+// rank 0 each sequence's one-rank logits (the batch's seq ids reach every rank).
+TEST_P(DistributedEngine, MultiSequenceBatchesMatchOneRank) {
+  EM_REQUIRE_GOLDEN();
+  auto ctx_or = RankContext::create(MPI_COMM_WORLD, LogLevel::kWarn);
+  ASSERT_TRUE(ctx_or.ok());
+  const RankContext& ctx = **ctx_or;
+  const std::string param = GetParam();
+  if (param.starts_with("synth:")) GTEST_SKIP() << "covered by the golden models";
+  auto model = Model::load((testing::golden_dir() / "models" / param).string());
+  ASSERT_TRUE(model.ok()) << model.status().to_string();
+  const HParams& hp = (*model)->hparams();
+  worker::EngineOptions eo;
+  eo.n_threads = 1;
+  eo.n_ctx = kPrompt + kGen;
+  const std::vector<int32_t> a = seeded_tokens(hp.n_vocab);
+  const std::vector<int32_t> b(a.rbegin(), a.rend());
+  std::vector<float> ref_a, ref_b;
+  if (ctx.is_root()) {
+    auto one = worker::Engine::create(**model, worker::full_plan(hp), eo);
+    ASSERT_TRUE(one.ok());
+    ASSERT_TRUE(evaluate(**one, a, &ref_a).ok());
+    ASSERT_TRUE(evaluate(**one, b, &ref_b).ok());
+  }
+  eo.n_seq = 2;
+  for (const char* policy : {"ep", "pp"}) {
+    SCOPED_TRACE(policy);
+    const proto::Placement pl = testing::test_placement(hp, testing::test_stages(policy, ctx.world, hp.n_layer));
+    auto plan = worker::rank_plan(pl, hp, ctx.rank);
+    ASSERT_TRUE(plan.ok()) << plan.status().to_string();
+    auto cluster = comm::Cluster::create(ctx, plan->stage_ranks);
+    ASSERT_TRUE(cluster.ok()) << cluster.status().to_string();
+    auto engine = worker::Engine::create(**model, *plan, eo);
+    ASSERT_TRUE(engine.ok()) << engine.status().to_string();
+    (*engine)->set_cluster(cluster->get());
+    if (!ctx.is_root()) {
+      Status s = (*engine)->follow();
+      EXPECT_TRUE(s.ok()) << s.to_string();
+      continue;
+    }
+    // Sequence 0 advances 3 rows per batch, sequence 1 (from step 2 on) 5 rows.
+    const int64_t nv = hp.n_vocab, n = kPrompt + kGen;
+    std::vector<float> got_a(size_t(n * nv)), got_b(size_t(n * nv));
+    int64_t da = 0, db = 0;
+    for (int step = 0; da < n || db < n; ++step) {
+      std::vector<int32_t> tok, pos, seq;
+      for (int64_t i = 0; i < 3 && da < n; ++i, ++da)
+        tok.push_back(a[size_t(da)]), pos.push_back(int32_t(da)), seq.push_back(0);
+      for (int64_t i = 0; step >= 2 && i < 5 && db < n; ++i, ++db)
+        tok.push_back(b[size_t(db)]), pos.push_back(int32_t(db)), seq.push_back(1);
+      std::vector<int64_t> rows(tok.size());
+      for (size_t i = 0; i < rows.size(); ++i) rows[i] = int64_t(i);
+      std::vector<float> lg(rows.size() * size_t(nv));
+      Status s = (*engine)->decode_batch(tok, pos, seq, rows, lg.data());
+      ASSERT_TRUE(s.ok()) << s.to_string();
+      for (size_t i = 0; i < tok.size(); ++i)
+        std::copy_n(lg.data() + i * size_t(nv), nv, (seq[i] == 0 ? got_a : got_b).data() + pos[i] * nv);
+    }
+    EXPECT_TRUE((*engine)->finish().ok());
+    EXPECT_EQ(got_a, ref_a);
+    EXPECT_EQ(got_b, ref_b);
+  }
+}
+
 // llama-tied: the output head is token_embd, held whole by the first stage and by vocabulary
 // rows on a later last stage (the rank-local weight store's tied path).
 INSTANTIATE_TEST_SUITE_P(Golden, DistributedEngine,
