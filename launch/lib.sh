@@ -11,7 +11,8 @@
 # Debian 12 packages the build, the tests and the scripts need.
 #   clang + libclang-rt-dev: the libFuzzer target (libclang-rt-dev holds the fuzzer runtime and is
 #   only a recommendation of clang); librsvg2-bin: rsvg-convert for sweep plots; zlib1g-dev: the
-#   plot test decodes the PNG it renders.
+#   plot test decodes the PNG it renders; nodejs + npm: the serve test that drives the server with the
+#   official `openai` npm package (tests/server/e2e/openai_client).
 EM_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config
   libopenmpi-dev openmpi-bin libhwloc-dev hwloc
@@ -19,6 +20,7 @@ EM_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcpp-httplib-dev nlohmann-json3-dev libfmt-dev libpcre2-dev
   clang libclang-rt-dev librsvg2-bin zlib1g-dev
+  nodejs npm
 )
 
 em_log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }

@@ -31,6 +31,7 @@ Status cmd_plan(RankContext& ctx, const std::vector<std::string>& args);
 Status cmd_run(RankContext& ctx, const std::vector<std::string>& args);
 Status cmd_bench(RankContext& ctx, const std::vector<std::string>& args);
 Status cmd_sweep(RankContext& ctx, const std::vector<std::string>& args);
+Status cmd_serve(RankContext& ctx, const std::vector<std::string>& args);
 
 std::span<const Command> commands();
 

@@ -24,6 +24,7 @@ std::span<const Command> commands() {
       {"plan", "print the placement of a model on N ranks: per-layer split, per-rank bytes, traffic", cmd_plan},
       {"quantize", "quantize a GGUF model (llama-quantize compatible flags)", cmd_quantize},
       {"run", "generate text from a prompt (llama-cli): greedy or top-k/top-p/min-p/temp sampling", cmd_run},
+      {"serve", "OpenAI-compatible HTTP server (llama-server) with continuous batching", cmd_serve},
       {"sweep", "quantize recipes and measure PPL / KLD against the base, with a table and plots", cmd_sweep},
       {"synth", "write a seeded random model (llama, qwen3, qwen3moe) for tests and demos", cmd_synth},
   };

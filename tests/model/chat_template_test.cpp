@@ -80,6 +80,83 @@ TEST(ChatTemplate, ErrorsNameLineColumnAndConstruct) {
   EXPECT_NE(r.status().message().find("nosuchfilter"), std::string::npos);
 }
 
+TEST(ChatTemplate, ConformanceFixesMatchJinja2) {
+  // Every construct the real-template sweep found rendered differently from jinja2.
+  int n = 0;
+  for (const auto& c : testdata::kConformanceCases) {
+    SCOPED_TRACE(c.name);
+    auto r = render(c.tmpl, nlohmann::ordered_json::parse(c.vars));
+    if (c.expected) {
+      ASSERT_TRUE(r.ok()) << r.status().to_string();
+      EXPECT_EQ(*r, c.expected);
+    } else {
+      ASSERT_FALSE(r.ok()) << "jinja2 raised an error but we rendered: " << *r;
+      EXPECT_NE(r.status().message().find("chat template: line "), std::string::npos) << r.status().message();
+    }
+    ++n;
+  }
+  EXPECT_GE(n, 80);
+}
+
+TEST(ChatTemplate, MarkupEscapesWhatItIsCombinedWith) {
+  // Functionary v3.1 builds tool descriptions as `"..."|safe + t | tojson`: the Markup on the
+  // left HTML-escapes the JSON on the right, which is what HF renders and the model was trained on.
+  auto r = render("{{ \"Use '\"|safe + t.name + \"'\\n\"|safe + t | tojson }}",
+                  {{"t", {{"name", "f"}, {"d", "<x> & \"y\""}}}});
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(*r, "Use 'f'\n{&#34;name&#34;: &#34;f&#34;, &#34;d&#34;: &#34;&lt;x&gt; &amp; \\&#34;y\\&#34;&#34;}");
+  // `~` joins as plain str: nothing is escaped.
+  r = render("{{ '<a>'|safe ~ '<b>' }}");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, "<a><b>");
+}
+
+TEST(ChatTemplate, GeneratorsAreSinglePassAndNotJson) {
+  // map/select return generators: always truthy, consumed by the first loop, no len(), no JSON.
+  auto r = render(
+      "{% set g = xs|select('odd') %}{{ 'T' if xs|select('gt', 9) else 'F' }}"
+      "{% for x in g %}{{ x }}{% endfor %}|{% for x in g %}{{ x }}{% endfor %}|{{ xs|map('string')|join(',') }}",
+      {{"xs", {1, 2, 3}}});
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(*r, "T13||1,2,3");
+  r = render("{{ tools | map(attribute='function') | tojson }}", {{"tools", {{{"function", 1}}}}});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("Object of type generator is not JSON serializable"), std::string::npos)
+      << r.status().message();
+  EXPECT_NE(r.status().message().find("line 1:"), std::string::npos);
+  r = render("{{ xs|select('odd')|length }}", {{"xs", {1}}});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("has no len()"), std::string::npos) << r.status().message();
+}
+
+TEST(ChatTemplate, UnsupportedConstructsAreNamedWithTheirPosition) {
+  struct Case {
+    const char* tmpl;
+    const char* where;
+    const char* what;
+  };
+  const Case cases[] = {
+      {"ok\n{{ 'a b' | urlencode }}", "line 2:", "jinja2 filter 'urlencode' is not implemented"},
+      {"{{ 'x' ~ '\\N{BULLET}' }}", "line 1:11", "\\N{name} escape"},
+      {"{{ 123456789012345678901234567890 }}", "line 1:4", "does not fit in 64 bits"},
+      {"{{ 'a'.encode() }}", "line 1:", "str.encode()"},
+      {"{{ '{:>5}'.format('x') }}", "line 1:", "format specs"},
+      {"{% for x in [1] recursive %}{% endfor %}", "line 1:17", "recursive for loop"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.tmpl);
+    auto r = render(c.tmpl);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.status().message().find(c.where), std::string::npos) << r.status().message();
+    EXPECT_NE(r.status().message().find(c.what), std::string::npos) << r.status().message();
+  }
+  // The immutable sandbox's refusal says why (Kimi-K2's tool-call template hits it).
+  auto r = render("{% set l = [] %}{{ l.append(1) }}");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("access to attribute 'append' of 'list' object is unsafe"), std::string::npos)
+      << r.status().message();
+}
+
 TEST(ChatTemplate, GenerationTagRendersItsBody) {
   // transformers' AssistantTracker extension: {% generation %} only marks a span.
   auto r = render("a{% generation %}b{{ 1 + 1 }}{% endgeneration %}c");

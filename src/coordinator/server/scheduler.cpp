@@ -115,6 +115,8 @@ struct Scheduler::Impl {
     s.probs.clear();
     s.t_start = Clock::now();
     s.p = std::move(p);
+    std::lock_guard<std::mutex> lk(mu);
+    counters.cached_tokens_total += keep;
   }
 
   GenerationEvent base_event(const Slot& s, GenerationEvent::Kind k) const {
@@ -155,23 +157,26 @@ struct Scheduler::Impl {
       t.probs = std::move(s.probs);
       alive = deliver(s, t);
     }
-    if (alive) {
-      GenerationEvent d = base_event(s, GenerationEvent::Kind::kDone);
-      d.finish = why;
-      d.stopped_eos = eos;
-      d.stopped_word = word;
-      d.stopped_limit = limit;
-      d.stopping_word = stop_word;
-      alive = deliver(s, d);
-    }
-    release(s, false, false);
+    // The slot is released (and /slots shows it idle) before the client hears it is done.
+    GenerationEvent d = base_event(s, GenerationEvent::Kind::kDone);
+    d.finish = why;
+    d.stopped_eos = eos;
+    d.stopped_word = word;
+    d.stopped_limit = limit;
+    d.stopping_word = stop_word;
+    EventSink sink = std::move(s.p.sink);
+    release(s, false, !alive);
+    publish();
+    if (alive && sink) sink(d);
   }
 
   void fail(Slot& s, const Status& st) {
     GenerationEvent e = base_event(s, GenerationEvent::Kind::kError);
     e.error = st;
-    deliver(s, e);
+    EventSink sink = std::move(s.p.sink);
     release(s, true, false);
+    publish();
+    if (sink) sink(e);
   }
 
   http::TokenLogprob logprobs(const float* row, int32_t chosen, int32_t n_top) const {

@@ -76,6 +76,7 @@ struct Stmt {
     kBreak,
     kContinue,
     kGeneration,  // transformers' {% generation %}: renders bodies[0] unchanged
+    kWith,        // with params[i].name = params[i].default_value ...: bodies[0] in a new scope
   };
   Kind kind;
   int line = 0;

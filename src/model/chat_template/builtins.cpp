@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <utility>
 
 namespace expertmesh::chat {
 
@@ -37,7 +38,8 @@ std::vector<std::string> code_points(const std::string& s) {
 }
 
 Result<Value> repeat(const Value& seq, int64_t n, const BuiltinLimits& lim) {
-  if (n <= 0) return seq.is_string() ? Value(std::string()) : Value::list({}, seq.as_list().is_tuple);
+  if (n <= 0 && seq.is_string()) return seq.is_markup() ? Value::markup("") : Value(std::string());
+  if (n <= 0) return Value::list({}, seq.as_list().is_tuple);
   if (seq.is_string()) {
     const std::string& s = seq.as_string();
     if (!s.empty() && static_cast<uint64_t>(n) > lim.max_size / s.size())
@@ -45,7 +47,7 @@ Result<Value> repeat(const Value& seq, int64_t n, const BuiltinLimits& lim) {
     std::string out;
     out.reserve(s.size() * static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) out += s;
-    return Value(std::move(out));
+    return seq.is_markup() ? Value::markup(std::move(out)) : Value(std::move(out));
   }
   const auto& items = seq.as_list().items;
   if (!items.empty() && static_cast<uint64_t>(n) > lim.max_size / items.size())
@@ -70,6 +72,19 @@ Result<Value> get_attr(const Value& obj, const std::string& name, const BuiltinL
     return Value::undefined("'Namespace object' has no attribute '" + name + "'");
   }
   if (auto m = bound_method(obj, name, lim)) return *m;
+  // The mutating methods of list and dict exist in Python but the immutable sandbox refuses them
+  // (before any item of that name is considered), as jinja2 does.
+  static const char* const kListMutators[] = {"append", "pop",     "extend", "insert",
+                                              "sort",   "reverse", "remove", "clear"};
+  static const char* const kDictMutators[] = {"update", "pop", "setdefault", "popitem", "clear"};
+  bool unsafe = false;
+  if (obj.is_plain_list())
+    for (const char* m : kListMutators) unsafe = unsafe || name == m;
+  if (obj.is_dict())
+    for (const char* m : kDictMutators) unsafe = unsafe || name == m;
+  if (unsafe)
+    return Value::undefined("access to attribute '" + name + "' of '" + obj.type_name() +
+                            "' object is unsafe (templates may not modify lists or dicts)");
   if (obj.is_dict()) {
     if (const Value* v = obj.as_dict().find_key(name)) return *v;
   }
@@ -80,6 +95,8 @@ Result<Value> get_item(const Value& obj, const Value& key, const BuiltinLimits& 
   if (obj.is_undefined()) return undefined_error(obj);
   if (obj.is_dict()) {
     if (const Value* v = obj.as_dict().find(key)) return *v;
+  } else if (obj.is_list() && !obj.as_list().plain() && obj.as_list().seq != SeqKind::kRange) {
+    return Value::undefined("'" + obj.type_name() + "' object is not subscriptable");
   } else if ((obj.is_list() || obj.is_string()) && key.is_number() && !key.is_float()) {
     int64_t i = key.as_int();
     if (obj.is_list()) {
@@ -90,7 +107,8 @@ Result<Value> get_item(const Value& obj, const Value& key, const BuiltinLimits& 
       std::vector<std::string> cps = code_points(obj.as_string());
       int64_t n = static_cast<int64_t>(cps.size());
       if (i < 0) i += n;
-      if (i >= 0 && i < n) return Value(cps[static_cast<size_t>(i)]);
+      if (i >= 0 && i < n)
+        return obj.is_markup() ? Value::markup(cps[static_cast<size_t>(i)]) : Value(cps[static_cast<size_t>(i)]);
     }
     return Value::undefined("'" + object_name(obj) + "' has no element " + key.repr());
   }
@@ -103,8 +121,8 @@ Result<Value> get_item(const Value& obj, const Value& key, const BuiltinLimits& 
 
 Result<Value> get_slice(const Value& obj, const Value& start, const Value& stop, const Value& step) {
   if (obj.is_undefined()) return undefined_error(obj);
-  if (!obj.is_string() && !obj.is_list())
-    return Status::InvalidArgument("'" + obj.type_name() + "' object is not subscriptable");
+  if (!obj.is_string() && !(obj.is_list() && (obj.as_list().plain() || obj.as_list().seq == SeqKind::kRange)))
+    return Value::undefined("'" + obj.type_name() + "' object is not subscriptable");
   auto idx = [](const Value& v, const char* what) -> Result<std::optional<int64_t>> {
     if (v.is_undefined() || v.is_none()) return std::optional<int64_t>();
     if (!v.is_number() || v.is_float())
@@ -142,7 +160,7 @@ Result<Value> get_slice(const Value& obj, const Value& start, const Value& stop,
       items.push_back(obj.as_list().items[static_cast<size_t>(i)]);
     }
   }
-  if (obj.is_string()) return Value(std::move(str));
+  if (obj.is_string()) return obj.is_markup() ? Value::markup(std::move(str)) : Value(std::move(str));
   return Value::list(std::move(items), obj.as_list().is_tuple);
 }
 
@@ -166,8 +184,22 @@ Result<Value> binary_op(const std::string& op, const Value& a, const Value& b, c
   if (b.is_undefined()) return undefined_error(b);
   if (op == "%" && a.is_string()) {
     std::vector<Value> args = b.is_list() && b.as_list().is_tuple ? b.as_list().items : std::vector<Value>{b};
+    if (!a.is_markup()) {
+      EM_ASSIGN_OR_RETURN(std::string s, percent_format(a.as_string(), args));
+      return Value(std::move(s));
+    }
+    // Markup % args escapes every argument (dict values too) before formatting.
+    for (auto& v : args) {
+      if (v.is_dict()) {
+        Value d = Value::dict();
+        for (const auto& [k, x] : v.as_dict().items) d.mutable_dict().set(k, markup_escape(x));
+        v = d;
+      } else if (!v.is_number() && !v.is_none()) {
+        v = markup_escape(v);
+      }
+    }
     EM_ASSIGN_OR_RETURN(std::string s, percent_format(a.as_string(), args));
-    return Value(std::move(s));
+    return Value::markup(std::move(s));
   }
   if (a.is_number() && b.is_number()) {
     bool ints = !a.is_float() && !b.is_float();
@@ -223,9 +255,12 @@ Result<Value> binary_op(const std::string& op, const Value& a, const Value& b, c
     if (a.is_string() && b.is_string()) {
       if (a.as_string().size() + b.as_string().size() > lim.max_size)
         return Status::OutOfRange("string exceeds the size limit");
+      // A Markup operand escapes the plain str on the other side (Markup.__add__/__radd__).
+      if (a.is_markup() || b.is_markup())
+        return Value::markup(markup_escape(a).as_string() + markup_escape(b).as_string());
       return Value(a.as_string() + b.as_string());
     }
-    if (a.is_list() && b.is_list() && a.as_list().is_tuple == b.as_list().is_tuple) {
+    if (a.is_plain_list() && b.is_plain_list() && a.as_list().is_tuple == b.as_list().is_tuple) {
       if (a.as_list().items.size() + b.as_list().items.size() > lim.max_size)
         return Status::OutOfRange("list exceeds the size limit");
       std::vector<Value> items = a.as_list().items;
@@ -237,8 +272,8 @@ Result<Value> binary_op(const std::string& op, const Value& a, const Value& b, c
                                      "\") to str");
   }
   if (op == "*") {
-    if ((a.is_string() || a.is_list()) && b.is_number() && !b.is_float()) return repeat(a, b.as_int(), lim);
-    if ((b.is_string() || b.is_list()) && a.is_number() && !a.is_float()) return repeat(b, a.as_int(), lim);
+    if ((a.is_string() || a.is_plain_list()) && b.is_number() && !b.is_float()) return repeat(a, b.as_int(), lim);
+    if ((b.is_string() || b.is_plain_list()) && a.is_number() && !a.is_float()) return repeat(b, a.as_int(), lim);
   }
   return type_error(op, a, b);
 }
@@ -251,10 +286,18 @@ Result<bool> contains(const Value& container, const Value& item) {
       if (!item.is_string())
         return Status::InvalidArgument("'in <string>' requires string as left operand, not " + item.type_name());
       return container.as_string().find(item.as_string()) != std::string::npos;
-    case Value::Kind::kList:
-      for (const auto& v : container.as_list().items)
-        if (values_equal(v, item)) return true;
+    case Value::Kind::kList: {
+      auto& items = container.mutable_list().items;
+      for (size_t i = 0; i < items.size(); ++i) {
+        if (!values_equal(items[i], item)) continue;
+        // A generator is consumed up to and including the match.
+        if (container.as_list().single_pass())
+          items.erase(items.begin(), items.begin() + static_cast<ptrdiff_t>(i) + 1);
+        return true;
+      }
+      if (container.as_list().single_pass()) items.clear();
       return false;
+    }
     case Value::Kind::kDict:
       return container.as_dict().find(item) != nullptr;
     default:
@@ -267,6 +310,8 @@ Result<std::vector<Value>> iterate(const Value& v) {
     case Value::Kind::kUndefined:
       return std::vector<Value>{};
     case Value::Kind::kList:
+      // A generator or iterator yields its items once.
+      if (v.as_list().single_pass()) return std::exchange(v.mutable_list().items, {});
       return v.as_list().items;
     case Value::Kind::kDict: {
       std::vector<Value> keys;
@@ -291,12 +336,14 @@ Result<int64_t> length_of(const Value& v) {
       return is_ascii(v.as_string()) ? static_cast<int64_t>(v.as_string().size())
                                      : static_cast<int64_t>(utf8_decode(v.as_string()).size());
     case Value::Kind::kList:
+      if (v.as_list().single_pass()) break;
       return static_cast<int64_t>(v.as_list().items.size());
     case Value::Kind::kDict:
       return static_cast<int64_t>(v.as_dict().items.size());
     default:
-      return Status::InvalidArgument("object of type '" + v.type_name() + "' has no len()");
+      break;
   }
+  return Status::InvalidArgument("object of type '" + v.type_name() + "' has no len()");
 }
 
 // ---- tests ------------------------------------------------------------------------------------
@@ -333,18 +380,17 @@ Result<bool> apply_test(const std::string& name, const Value& v, const CallArgs&
   // jinja2's Undefined defines __iter__, __len__, __getitem__ and __call__ (all but __iter__
   // and __len__ raise), so these duck-typing tests say yes for it.
   if (name == "iterable") return v.is_undefined() || v.is_string() || v.is_list() || v.is_dict();
-  if (name == "sequence") return v.is_undefined() || v.is_string() || v.is_list() || v.is_dict();
+  if (name == "sequence")
+    return v.is_undefined() || v.is_string() || v.is_plain_list() || v.is_dict() ||
+           (v.is_list() && v.as_list().seq == SeqKind::kRange);
   if (name == "callable") return v.is_undefined() || v.is_callable();
-  if (name == "escaped") return false;
-  if (name == "lower" || name == "upper") {
-    if (!v.is_string()) return false;
-    bool cased = false;
-    for (char c : v.as_string()) {
-      if ((name == "lower" && c >= 'A' && c <= 'Z') || (name == "upper" && c >= 'a' && c <= 'z')) return false;
-      if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')) cased = true;
-    }
-    return cased;
-  }
+  if (name == "escaped") return v.is_markup();
+  // jinja2 applies these to str(value).
+  if (name == "lower") return py_is_lower(v.str());
+  if (name == "upper") return py_is_upper(v.str());
+  // `"upper" is filter`: whether a filter/test of that name exists.
+  if (name == "filter") return v.is_string() && has_filter(v.as_string());
+  if (name == "test") return v.is_string() && has_test(v.as_string());
   const Value* arg = args.get(0, "other");
   if (name == "odd" || name == "even") {
     if (!v.is_number() || v.is_float()) return Status::InvalidArgument("test '" + name + "' needs an integer");
@@ -367,8 +413,6 @@ Result<bool> apply_test(const std::string& name, const Value& v, const CallArgs&
     if (v.is_float() || arg->is_float()) return std::fmod(v.as_float(), arg->as_float()) == 0;
     return v.as_int() % arg->as_int() == 0;
   }
-  if (name == "filter") return arg->is_string() && has_filter(arg->as_string());
-  if (name == "test") return arg->is_string() && has_test(arg->as_string());
   EM_ASSIGN_OR_RETURN(int c, values_compare(v, *arg));
   if (name == "lt" || name == "lessthan" || name == "<") return c < 0;
   if (name == "le" || name == "<=") return c <= 0;
@@ -388,6 +432,16 @@ Result<std::string> percent_format(const std::string& fmt, const std::vector<Val
       continue;
     }
     size_t j = i + 1;
+    // "%(key)s" takes its argument from a single mapping argument.
+    const Value* keyed = nullptr;
+    if (j < fmt.size() && fmt[j] == '(') {
+      size_t close = fmt.find(')', j);
+      if (close == std::string::npos) return Status::InvalidArgument("incomplete format key");
+      if (args.size() != 1 || !args[0].is_dict()) return Status::InvalidArgument("format requires a mapping");
+      keyed = args[0].as_dict().find_key(fmt.substr(j + 1, close - j - 1));
+      if (!keyed) return Status::InvalidArgument("KeyError: '" + fmt.substr(j + 1, close - j - 1) + "'");
+      j = close + 1;
+    }
     std::string spec = "%";
     while (j < fmt.size() && std::string_view("-+ #0").find(fmt[j]) != std::string_view::npos) spec += fmt[j++];
     while (j < fmt.size() && fmt[j] >= '0' && fmt[j] <= '9') spec += fmt[j++];
@@ -402,8 +456,8 @@ Result<std::string> percent_format(const std::string& fmt, const std::vector<Val
       out += '%';
       continue;
     }
-    if (ai >= args.size()) return Status::InvalidArgument("not enough arguments for format string");
-    const Value& a = args[ai++];
+    if (!keyed && ai >= args.size()) return Status::InvalidArgument("not enough arguments for format string");
+    const Value& a = keyed ? *keyed : args[ai++];
     char buf[512];
     if (conv == 's' || conv == 'r') {
       std::string s = conv == 's' ? a.str() : a.repr();

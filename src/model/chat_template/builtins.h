@@ -64,6 +64,34 @@ std::string py_upper(const std::string& s);
 std::string py_lower(const std::string& s);
 std::string py_title(const std::string& s);       // str.title()
 std::string py_capitalize(const std::string& s);  // str.capitalize()
+std::string py_casefold(const std::string& s);
+std::string py_swapcase(const std::string& s);
+bool py_is_lower(const std::string& s);  // str.islower()
+bool py_is_upper(const std::string& s);
+bool py_is_title(const std::string& s);
+bool py_is_alpha_cp(char32_t c);
+bool py_is_decimal_cp(char32_t c);
+bool py_is_digit_cp(char32_t c);
+bool py_is_numeric_cp(char32_t c);
+// markupsafe.escape: & < > " ' as entities; escape() of a Markup returns it unchanged, of
+// anything else str(value) escaped, as a Markup.
+std::string html_escape(const std::string& s);
+Value markup_escape(const Value& v);
+// str.ljust/rjust/center padding ('l', 'r', 'c') with Python's placement of the odd fill.
+std::string py_pad(const std::string& s, int64_t width, const std::string& fill, char align);
+
+// The str methods beyond the common ones (str_methods.cpp).
+bool is_more_str_method(const std::string& name);
+Result<Value> call_more_str_method(const std::string& s, const std::string& m, const CallArgs& a,
+                                   const BuiltinLimits& lim);
+// Whether Markup overrides str method `name` (escaping str arguments, returning Markup), and
+// the conversion of a method result (str, or a list/tuple of str) to Markup.
+bool markup_wraps(const std::string& name);
+// jinja2's truncate filter: keeps `s` within length + leeway, else cuts (at a word boundary
+// unless killwords) and appends `end`.
+std::string jinja_truncate(const std::string& s, int64_t length, bool killwords, const std::string& end,
+                           int64_t leeway);
+Value as_markup(const Value& v);
 std::vector<std::string> py_split(const std::string& s, const Value* sep, int64_t maxsplit, bool from_right);
 std::string py_replace(const std::string& s, const std::string& old, const std::string& repl, int64_t count);
 

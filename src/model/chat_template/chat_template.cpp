@@ -37,7 +37,11 @@ Result<Value> global_range(const CallArgs& a) {
     return Status::OutOfRange("Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
   std::vector<Value> items;
   for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) items.emplace_back(i);
-  return Value::list(std::move(items));
+  Value r = Value::sequence(std::move(items), SeqKind::kRange);
+  r.mutable_list().range_args[0] = start;
+  r.mutable_list().range_args[1] = stop;
+  r.mutable_list().range_args[2] = step;
+  return r;
 }
 
 Result<Value> global_namespace(const CallArgs& a) {

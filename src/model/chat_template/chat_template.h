@@ -7,10 +7,14 @@
 //
 // Supported: text, {{ }}, {% %}, {# #} with `-`/`+` whitespace control; if/elif/else; for (tuple
 // unpacking, inline `if` filter, else, loop.*, break/continue); set (names, tuples, ns.attr,
-// block set); macro + call blocks; filter blocks; {% generation %}; {% raw %}; the expression
-// grammar, tests, filters and str/dict/list methods listed in builtins.h. Anything else (extends,
-// include, import, block, with, recursive loops, *args) is an error naming line:column and the
-// construct, at parse time when syntactic, at render time otherwise.
+// block set); macro (with varargs/kwargs) + call blocks; filter blocks; with; {% generation %};
+// {% raw %}; the expression grammar, tests, filters and str/dict/list methods listed in
+// builtins.h, with Python's object semantics where templates can observe them (Markup from
+// |safe escaping what it is added to; generators from map/select being single-pass and not
+// JSON serializable; dict views; range). Anything else (extends, include, import, block,
+// recursive loops, *args, \N{} escapes, integers beyond 64 bits, str.format specs, a few rare
+// jinja2 filters) is an error naming line:column and the construct, at parse time when
+// syntactic, at render time otherwise.
 //
 // Thread-safety: a ChatTemplate is immutable after parse() and may be rendered concurrently.
 #pragma once

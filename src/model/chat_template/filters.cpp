@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <vector>
 
 #include "model/chat_template/builtins.h"
@@ -12,12 +13,12 @@ namespace expertmesh::chat {
 
 namespace {
 
-const char* const kFilters[] = {"abs",      "attr",  "batch",  "capitalize", "count",      "d",           "default",
-                                "dictsort", "e",     "escape", "first",      "float",      "forceescape", "format",
-                                "indent",   "int",   "items",  "join",       "last",       "length",      "list",
-                                "lower",    "map",   "max",    "min",        "reject",     "rejectattr",  "replace",
-                                "reverse",  "round", "safe",   "select",     "selectattr", "sort",        "string",
-                                "sum",      "title", "tojson", "trim",       "unique",     "upper",       "wordcount"};
+const char* const kFilters[] = {
+    "abs",        "attr",    "batch",   "capitalize", "center",      "count",    "d",          "default", "dictsort",
+    "e",          "escape",  "first",   "float",      "forceescape", "format",   "indent",     "int",     "items",
+    "join",       "last",    "length",  "list",       "lower",       "map",      "max",        "min",     "reject",
+    "rejectattr", "replace", "reverse", "round",      "safe",        "select",   "selectattr", "slice",   "sort",
+    "string",     "sum",     "title",   "tojson",     "trim",        "truncate", "unique",     "upper",   "wordcount"};
 
 Status filter_error(const std::string& f, const std::string& msg) { return Status::InvalidArgument(f + ": " + msg); }
 
@@ -50,7 +51,8 @@ bool bool_kw(const CallArgs& a, size_t i, const char* name, bool dflt) {
 // select/reject/selectattr/rejectattr: keep items whose test (or truthiness) equals `keep`.
 Result<Value> select_items(const std::string& f, const Value& seq, const CallArgs& a, bool by_attr, bool keep,
                            const BuiltinLimits& lim) {
-  if (!seq.truthy()) return Value::list({});  // jinja2 guards with `if value:` (None selects nothing)
+  // jinja2 guards with `if value:` (None selects nothing).
+  if (!seq.truthy()) return Value::sequence({}, SeqKind::kGenerator);
   EM_ASSIGN_OR_RETURN(std::vector<Value> items, iterate(seq));
   size_t first_test = 0;
   std::string attr;
@@ -78,11 +80,11 @@ Result<Value> select_items(const std::string& f, const Value& seq, const CallArg
     }
     if (r == keep) out.push_back(it);
   }
-  return Value::list(std::move(out));
+  return Value::sequence(std::move(out), SeqKind::kGenerator);
 }
 
 Result<Value> map_items(const Value& seq, const CallArgs& a, const BuiltinLimits& lim) {
-  if (!seq.truthy()) return Value::list({});  // jinja2 guards with `if value:`
+  if (!seq.truthy()) return Value::sequence({}, SeqKind::kGenerator);  // jinja2 guards with `if value:`
   EM_ASSIGN_OR_RETURN(std::vector<Value> items, iterate(seq));
   std::vector<Value> out;
   if (const Value* attr = a.get(99, "attribute")) {
@@ -91,7 +93,7 @@ Result<Value> map_items(const Value& seq, const CallArgs& a, const BuiltinLimits
       EM_ASSIGN_OR_RETURN(Value v, attr_path(it, attr->str(), lim));
       out.push_back(v.is_undefined() && dflt ? *dflt : v);
     }
-    return Value::list(std::move(out));
+    return Value::sequence(std::move(out), SeqKind::kGenerator);
   }
   if (a.pos.empty() || !a.pos[0].is_string()) return filter_error("map", "needs a filter name or attribute=");
   CallArgs fargs;
@@ -101,7 +103,7 @@ Result<Value> map_items(const Value& seq, const CallArgs& a, const BuiltinLimits
     EM_ASSIGN_OR_RETURN(Value v, apply_filter(a.pos[0].as_string(), it, fargs, lim));
     out.push_back(std::move(v));
   }
-  return Value::list(std::move(out));
+  return Value::sequence(std::move(out), SeqKind::kGenerator);
 }
 
 Result<Value> sort_items(const Value& seq, const CallArgs& a, const BuiltinLimits& lim) {
@@ -186,32 +188,6 @@ Result<Value> tojson_filter(const Value& v, const CallArgs& a) {
   return Value(std::move(s));
 }
 
-std::string html_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&#34;";
-        break;
-      case '\'':
-        out += "&#39;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
-
 // jinja2 3.1 do_indent: indents every line but the first (and blank lines only with blank=True).
 std::string indent_text(const std::string& s, const std::string& ind, bool first, bool blank) {
   std::string text = s + "\n";
@@ -233,6 +209,44 @@ std::string indent_text(const std::string& s, const std::string& ind, bool first
   return first ? ind + rv : rv;
 }
 
+// Python int(s, base): optional sign, the 0x/0o/0b prefix when base is 0 or matches, single
+// underscores between digits; base 0 also refuses leading zeros of a decimal.
+std::optional<int64_t> parse_py_int(std::string s, int64_t base) {
+  bool neg = false;
+  if (!s.empty() && (s[0] == '+' || s[0] == '-')) {
+    neg = s[0] == '-';
+    s.erase(0, 1);
+  }
+  auto prefix_base = [&]() -> int64_t {
+    if (s.size() < 2 || s[0] != '0') return 0;
+    char p = static_cast<char>(s[1] | 0x20);
+    return p == 'x' ? 16 : p == 'o' ? 8 : p == 'b' ? 2 : 0;
+  };
+  int64_t pb = prefix_base();
+  if (pb && (base == 0 || base == pb)) {
+    s.erase(0, 2);
+    if (!s.empty() && s[0] == '_') s.erase(0, 1);
+    base = pb;
+  } else if (base == 0) {
+    if (s.size() > 1 && s[0] == '0' && s.find_first_not_of("0_") != std::string::npos) return std::nullopt;
+    base = 10;
+  }
+  if (base < 2 || base > 36 || s.empty() || s.front() == '_' || s.back() == '_') return std::nullopt;
+  int64_t r = 0;
+  for (size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    if (c == '_') {
+      if (s[i + 1] == '_') return std::nullopt;
+      continue;
+    }
+    int d = (c >= '0' && c <= '9') ? c - '0' : (c | 0x20) >= 'a' && (c | 0x20) <= 'z' ? (c | 0x20) - 'a' + 10 : 99;
+    if (d >= base) return std::nullopt;
+    if (__builtin_mul_overflow(r, base, &r) || __builtin_add_overflow(r, d, &r)) return std::nullopt;
+  }
+  return neg ? -r : r;
+}
+
+// jinja2 do_int: int(value, base), else int(float(value)), else the default.
 Result<Value> to_int(const Value& v, const CallArgs& a) {
   const Value* dflt = a.get(0, "default");
   Value d = dflt ? *dflt : Value(int64_t{0});
@@ -242,10 +256,10 @@ Result<Value> to_int(const Value& v, const CallArgs& a) {
   if (!v.is_string()) return d;
   std::string s = py_strip(v.as_string(), nullptr, true, true);
   if (s.empty()) return d;
+  const Value* b = a.get(1, "base");
+  if (auto i = parse_py_int(s, b && b->is_number() ? b->as_int() : 10)) return Value(*i);
+  if (s.find_first_of("xXpP") != std::string::npos) return d;  // strtod reads hex floats, Python does not
   char* end = nullptr;
-  errno = 0;
-  long long i = std::strtoll(s.c_str(), &end, 10);
-  if (end && *end == 0 && errno == 0) return Value(static_cast<int64_t>(i));
   double f = std::strtod(s.c_str(), &end);
   if (end && *end == 0 && std::isfinite(f)) return Value(static_cast<int64_t>(f));
   return d;
@@ -310,7 +324,7 @@ Result<Value> unique_items(const Value& seq, const CallArgs& a, const BuiltinLim
     seen.push_back(k);
     out.push_back(it);
   }
-  return Value::list(std::move(out));
+  return Value::sequence(std::move(out), SeqKind::kGenerator);
 }
 
 Result<Value> join_filter(const Value& seq, const CallArgs& a, const BuiltinLimits& lim) {
@@ -332,11 +346,11 @@ Result<Value> join_filter(const Value& seq, const CallArgs& a, const BuiltinLimi
 }
 
 Result<Value> items_filter(const Value& v) {
-  if (v.is_undefined()) return Value::list({});
+  if (v.is_undefined()) return Value::sequence({}, SeqKind::kGenerator);
   if (!v.is_dict()) return filter_error("items", "can only get item pairs from a mapping");
   std::vector<Value> out;
   for (const auto& [k, val] : v.as_dict().items) out.push_back(Value::list({k, val}, true));
-  return Value::list(std::move(out));
+  return Value::sequence(std::move(out), SeqKind::kGenerator);
 }
 
 }  // namespace
@@ -348,7 +362,7 @@ bool has_filter(const std::string& name) {
 }
 
 Result<Value> apply_filter(const std::string& f, const Value& v, const CallArgs& a, const BuiltinLimits& lim) {
-  if (f == "safe") return v;
+  if (f == "safe") return v.is_markup() ? v : Value::markup(v.str());
   if (f == "default" || f == "d") {
     const Value* dflt = a.get(0, "default_value");
     bool boolean = bool_kw(a, 1, "boolean", false);
@@ -360,7 +374,7 @@ Result<Value> apply_filter(const std::string& f, const Value& v, const CallArgs&
     EM_ASSIGN_OR_RETURN(int64_t n, length_of(v));
     return Value(n);
   }
-  if (f == "string") return Value(v.str());
+  if (f == "string") return v.is_markup() ? v : Value(v.str());
   if (f == "list") {
     EM_ASSIGN_OR_RETURN(std::vector<Value> items, iterate(v));
     return Value::list(std::move(items));
@@ -368,6 +382,16 @@ Result<Value> apply_filter(const std::string& f, const Value& v, const CallArgs&
   if (f == "items") return items_filter(v);
   if (f == "join") return join_filter(v, a, lim);
   if (f == "first" || f == "last") {
+    // jinja2's last() needs reversed(): generators and iterators have none.
+    if (f == "last" && v.is_list() && v.as_list().single_pass())
+      return Status::InvalidArgument("'" + v.type_name() + "' object is not reversible");
+    if (f == "first" && v.is_list() && v.as_list().single_pass()) {
+      auto& items = v.mutable_list().items;  // next(iter(gen)) consumes one item
+      if (items.empty()) return Value::undefined("No first item, sequence was empty.");
+      Value front = items.front();
+      items.erase(items.begin());
+      return front;
+    }
     EM_ASSIGN_OR_RETURN(std::vector<Value> items, iterate(v));
     if (items.empty()) return Value::undefined("No " + f + " item, sequence was empty.");
     return f == "first" ? items.front() : items.back();
@@ -378,9 +402,11 @@ Result<Value> apply_filter(const std::string& f, const Value& v, const CallArgs&
       std::reverse(u.begin(), u.end());
       return Value(utf8_encode(u));
     }
+    // reversed() of a list is an iterator; a generator has no reversed() and becomes a list.
+    bool reversible = v.is_list() && !v.as_list().single_pass();
     EM_ASSIGN_OR_RETURN(std::vector<Value> items, iterate(v));
     std::reverse(items.begin(), items.end());
-    return Value::list(std::move(items));
+    return reversible ? Value::sequence(std::move(items), SeqKind::kReverseIter) : Value::list(std::move(items));
   }
   if (f == "map") return map_items(v, a, lim);
   if (f == "select" || f == "reject") return select_items(f, v, a, false, f == "select", lim);
@@ -405,7 +431,10 @@ Result<Value> apply_filter(const std::string& f, const Value& v, const CallArgs&
   if (f == "attr") {
     const Value* n = a.get(0, "name");
     if (!n || !n->is_string()) return filter_error(f, "needs an attribute name");
-    return get_attr(v, n->as_string(), lim);
+    // Python getattr only: a dict's items are not attributes.
+    if (v.is_undefined()) return get_attr(v, n->as_string(), lim);
+    if (auto m = bound_method(v, n->as_string(), lim)) return *m;
+    return Value::undefined("'" + v.type_name() + " object' has no attribute '" + n->as_string() + "'");
   }
   if (f == "int") return to_int(v, a);
   if (f == "float") return to_float(v, a);
@@ -418,6 +447,7 @@ Result<Value> apply_filter(const std::string& f, const Value& v, const CallArgs&
   }
   if (f == "format") {
     if (!v.is_string()) return filter_error(f, "the format string must be a str");
+    if (v.is_markup()) return binary_op("%", v, Value::list(a.pos, true), lim);
     EM_ASSIGN_OR_RETURN(std::string s, percent_format(v.as_string(), a.pos));
     return Value(std::move(s));
   }
@@ -440,6 +470,25 @@ Result<Value> apply_filter(const std::string& f, const Value& v, const CallArgs&
              {"attribute", Value(by_value ? "1" : "0")}};
     return sort_items(pairs, sa, lim);
   }
+  if (f == "slice") {
+    // jinja2 do_slice: `n` columns, the first len % n of them one item longer.
+    EM_ASSIGN_OR_RETURN(std::vector<Value> items, iterate(v));
+    const Value* n = a.get(0, "slices");
+    const Value* fill = a.get(1, "fill_with");
+    if (!n || !n->is_number() || n->as_int() <= 0) return filter_error(f, "needs a positive number of slices");
+    int64_t slices = std::min<int64_t>(n->as_int(), static_cast<int64_t>(lim.max_size));
+    int64_t len = static_cast<int64_t>(items.size()), per = len / slices, extra = len % slices, offset = 0;
+    std::vector<Value> out;
+    for (int64_t k = 0; k < slices; ++k) {
+      int64_t start = offset + k * per;
+      if (k < extra) ++offset;
+      int64_t stop = offset + (k + 1) * per;
+      std::vector<Value> col(items.begin() + start, items.begin() + stop);
+      if (fill && !fill->is_none() && k >= extra) col.push_back(*fill);
+      out.push_back(Value::list(std::move(col)));
+    }
+    return Value::sequence(std::move(out), SeqKind::kGenerator);
+  }
   if (f == "batch") {
     EM_ASSIGN_OR_RETURN(std::vector<Value> items, iterate(v));
     const Value* n = a.get(0, "linecount");
@@ -454,13 +503,15 @@ Result<Value> apply_filter(const std::string& f, const Value& v, const CallArgs&
         while (static_cast<int64_t>(cur.size()) < n->as_int()) cur.push_back(*fill);
       out.push_back(Value::list(std::move(cur)));
     }
-    return Value::list(std::move(out));
+    return Value::sequence(std::move(out), SeqKind::kGenerator);
   }
   // String filters: jinja2 applies them to str(value).
   std::string s = v.str();
-  if (f == "upper") return Value(py_upper(s));
-  if (f == "lower") return Value(py_lower(s));
-  if (f == "capitalize") return Value(py_capitalize(s));
+  // These call the str method on soft_str(value), so a Markup stays a Markup.
+  auto same_kind = [&v](std::string r) { return v.is_markup() ? Value::markup(std::move(r)) : Value(std::move(r)); };
+  if (f == "upper") return same_kind(py_upper(s));
+  if (f == "lower") return same_kind(py_lower(s));
+  if (f == "capitalize") return same_kind(py_capitalize(s));
   if (f == "title") {
     // jinja2's title: words start after runs of '-', whitespace, '(', '{', '[', '<'.
     std::string out;
@@ -477,7 +528,15 @@ Result<Value> apply_filter(const std::string& f, const Value& v, const CallArgs&
     }
     return Value(std::move(out));
   }
-  if (f == "trim") return Value(py_strip(s, a.get(0, "chars"), true, true));
+  if (f == "trim") {
+    const Value* chars = a.get(0, "chars");
+    Value esc = chars && v.is_markup() && chars->is_string() ? markup_escape(*chars) : Value();
+    return same_kind(py_strip(s, esc.is_string() ? &esc : chars, true, true));
+  }
+  if (f == "center") {
+    const Value* w = a.get(0, "width");
+    return same_kind(py_pad(s, w && w->is_number() ? w->as_int() : 80, " ", 'c'));
+  }
   if (f == "replace") {
     const Value* o = a.get(0, "old");
     const Value* n = a.get(1, "new");
@@ -487,8 +546,20 @@ Result<Value> apply_filter(const std::string& f, const Value& v, const CallArgs&
     if (r.size() > lim.max_size) return Status::OutOfRange("string exceeds the size limit");
     return Value(std::move(r));
   }
-  if (f == "escape" || f == "e" || f == "forceescape") return Value(html_escape(s));
+  if (f == "escape" || f == "e") return markup_escape(v);
+  if (f == "forceescape") return Value::markup(html_escape(s));
   if (f == "wordcount") return Value(static_cast<int64_t>(py_split(s, nullptr, -1, false).size()));
+  if (f == "truncate") {
+    const Value* len = a.get(0, "length");
+    const Value* end = a.get(2, "end");
+    const Value* leeway = a.get(3, "leeway");
+    return Value(jinja_truncate(s, len && len->is_number() ? len->as_int() : 255, bool_kw(a, 1, "killwords", false),
+                                end ? end->str() : "...", leeway && leeway->is_number() ? leeway->as_int() : 5));
+  }
+  static const char* const kJinjaOnly[] = {"filesizeformat", "groupby", "pprint",   "random", "striptags",
+                                           "urlencode",      "urlize",  "wordwrap", "xmlattr"};
+  for (const char* j : kJinjaOnly)
+    if (f == j) return Status::Unsupported("unsupported construct: jinja2 filter '" + f + "' is not implemented");
   return Status::Unsupported("no filter named '" + f + "'");
 }
 

@@ -1,5 +1,6 @@
 #include "model/chat_template/interpreter.h"
 
+#include <optional>
 #include <utility>
 
 namespace expertmesh::chat {
@@ -49,6 +50,32 @@ std::string describe(const Expr& e) {
     default:
       return "expression";
   }
+}
+
+// Whether an expression / body refers to variable `n` (jinja2 gives a macro `varargs` and
+// `kwargs` only when its body mentions them; otherwise extra arguments are an error).
+bool expr_mentions(const Expr& e, const std::string& n) {
+  if (e.kind == Expr::Kind::kName && e.name == n) return true;
+  for (const auto& a : e.args)
+    if (a && expr_mentions(*a, n)) return true;
+  for (const auto& kv : e.kwargs)
+    if (kv.second && expr_mentions(*kv.second, n)) return true;
+  return false;
+}
+
+bool body_mentions(const Body& body, const std::string& n) {
+  for (const auto& s : body) {
+    for (const Expr* e : {s->expr.get(), s->cond.get()})
+      if (e && expr_mentions(*e, n)) return true;
+    for (const auto& c : s->conds)
+      if (c && expr_mentions(*c, n)) return true;
+    for (const auto& p : s->params)
+      if (p.default_value && expr_mentions(*p.default_value, n)) return true;
+    for (const auto& b : s->bodies)
+      if (body_mentions(b, n)) return true;
+    if (body_mentions(s->else_body, n)) return true;
+  }
+  return false;
 }
 
 class Interpreter {
@@ -169,6 +196,13 @@ class Interpreter {
         return Flow::kContinue;
       case Stmt::Kind::kGeneration:
         return exec_body(s.bodies[0], scope, out);
+      case Stmt::Kind::kWith: {
+        ScopePtr inner = child_of(scope);
+        for (const auto& p : s.params) {
+          EM_ASSIGN_OR_RETURN(inner->vars[p.name], eval(*p.default_value, scope));
+        }
+        return exec_body(s.bodies[0], inner, out);
+      }
     }
     return Flow::kNormal;
   }
@@ -216,6 +250,14 @@ class Interpreter {
     }
     if (items.empty()) return exec_body(s.else_body, child_of(scope), out).status();
     const int64_t n = static_cast<int64_t>(items.size());
+    // loop.changed(*values): true when the values differ from those of its previous call.
+    auto last_changed = std::make_shared<std::optional<Value>>();
+    Value changed = Value::callable("loop.changed", [last_changed](const CallArgs& a) -> Result<Value> {
+      Value now = Value::list(a.pos, true);
+      if (*last_changed && values_equal(**last_changed, now)) return Value(false);
+      *last_changed = now;
+      return Value(true);
+    });
     for (int64_t i = 0; i < n; ++i) {
       EM_RETURN_IF_ERROR(tick(s.line, s.col));  // an empty body still costs a step per iteration
       ScopePtr body = child_of(scope);
@@ -234,6 +276,7 @@ class Interpreter {
            i > 0 ? items[static_cast<size_t>(i - 1)] : Value::undefined("there is no previous item")},
           {Value("nextitem"),
            i + 1 < n ? items[static_cast<size_t>(i + 1)] : Value::undefined("there is no next item")},
+          {Value("changed"), changed},
           {Value("cycle"), Value::callable("loop.cycle", [i](const CallArgs& a) -> Result<Value> {
              if (a.pos.empty()) return Status::InvalidArgument("no items for cycling given");
              return a.pos[static_cast<size_t>(i) % a.pos.size()];
@@ -250,22 +293,31 @@ class Interpreter {
   Value make_macro(const Stmt& s, const ScopePtr& scope, const std::string& name) {
     std::weak_ptr<Scope> weak = scope;
     const Stmt* def = &s;
-    return Value::callable(name, [this, def, weak, name](const CallArgs& a) -> Result<Value> {
+    const bool has_varargs = body_mentions(s.bodies[0], "varargs");
+    const bool has_kwargs = body_mentions(s.bodies[0], "kwargs");
+    return Value::callable(name, [this, def, weak, name, has_varargs, has_kwargs](const CallArgs& a) -> Result<Value> {
       ScopePtr parent = weak.lock();
       if (!parent) return Status::InvalidArgument("macro '" + name + "' called after its scope ended");
       if (macro_depth_ >= lim_.max_macro_depth)
         return Status::OutOfRange("macro calls nested deeper than " + std::to_string(lim_.max_macro_depth));
       DepthGuard g(macro_depth_);
       ScopePtr local = child_of(parent);
-      if (a.pos.size() > def->params.size())
+      if (a.pos.size() > def->params.size() && !has_varargs)
         return Status::InvalidArgument("macro '" + name + "' takes not more than " +
                                        std::to_string(def->params.size()) + " argument(s)");
+      std::vector<Value> extra_pos;
+      for (size_t i = def->params.size(); i < a.pos.size(); ++i) extra_pos.push_back(a.pos[i]);
+      Value extra_kw = Value::dict();
       for (const auto& [k, v] : a.kw) {
         bool known = k == "caller";
         for (const auto& p : def->params) known = known || p.name == k;
-        if (!known) return Status::InvalidArgument("macro '" + name + "' takes no keyword argument '" + k + "'");
+        if (!known && !has_kwargs)
+          return Status::InvalidArgument("macro '" + name + "' takes no keyword argument '" + k + "'");
+        if (!known) extra_kw.mutable_dict().set(Value(k), v);
         if (k == "caller") local->vars["caller"] = v;
       }
+      if (has_varargs) local->vars["varargs"] = Value::list(std::move(extra_pos), true);
+      if (has_kwargs) local->vars["kwargs"] = extra_kw;
       for (size_t i = 0; i < def->params.size(); ++i) {
         const MacroParam& p = def->params[i];
         if (const Value* v = a.get(i, p.name)) {

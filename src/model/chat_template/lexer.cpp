@@ -290,6 +290,8 @@ class Lexer {
           break;
         case '\n':
           break;  // line continuation
+        case 'N':
+          return error_at(p - 2, "unsupported construct: \\N{name} escape in string literal");
         case 'x':
         case 'u':
         case 'U': {

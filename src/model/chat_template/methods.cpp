@@ -12,7 +12,6 @@ bool py_is_space(char32_t c) {
   return c == ' ' || (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x1F) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
          (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
-bool is_alpha_ascii(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 
 Status arg_error(const std::string& method, const std::string& what) {
   return Status::InvalidArgument(method + "() " + what);
@@ -102,7 +101,35 @@ Result<Value> str_format(const std::string& s, const CallArgs& a) {
   return Value(std::move(out));
 }
 
-Result<Value> call_str_method(const std::string& s, const std::string& m, const CallArgs& a, const BuiltinLimits& lim) {
+// s[start:end] for the optional start/end arguments (positions i, i + 1) of find, count,
+// startswith, ...; `offset` receives start as a code point index.
+Result<std::string> sub_range(const std::string& s, const CallArgs& a, size_t i, int64_t* offset) {
+  const Value* b = a.get(i, "start");
+  const Value* e = a.get(i + 1, "end");
+  *offset = 0;
+  if (!b && !e) return s;
+  Value none = Value::none();
+  EM_ASSIGN_OR_RETURN(Value r, get_slice(Value(s), b ? *b : none, e ? *e : none, none));
+  if (b && b->is_number() && !b->is_float()) {
+    int64_t n = static_cast<int64_t>(utf8_decode(s).size());
+    *offset = std::clamp<int64_t>(b->as_int() < 0 ? b->as_int() + n : b->as_int(), 0, n);
+    if (*offset > n) return std::string();
+  }
+  if (!r.is_string()) return Status::InvalidArgument("slice indices must be integers or None");
+  return r.as_string();
+}
+
+Result<Value> call_str_method(const std::string& full, const std::string& m, const CallArgs& a,
+                              const BuiltinLimits& lim) {
+  int64_t offset = 0;
+  const std::string* sp = &full;
+  std::string part;
+  if (m == "startswith" || m == "endswith" || m == "find" || m == "rfind" || m == "index" || m == "rindex" ||
+      m == "count") {
+    EM_ASSIGN_OR_RETURN(part, sub_range(full, a, 1, &offset));
+    sp = &part;
+  }
+  const std::string& s = *sp;
   if (m == "startswith" || m == "endswith") return affix_method(s, a, m == "startswith", m);
   if (m == "strip" || m == "lstrip" || m == "rstrip")
     return Value(py_strip(s, a.get(0, "chars"), m != "rstrip", m != "lstrip"));
@@ -118,12 +145,15 @@ Result<Value> call_str_method(const std::string& s, const std::string& m, const 
     return split_value(py_split(s, sep, int_arg(a, 1, "maxsplit", -1), m == "rsplit"));
   }
   if (m == "splitlines") {
+    const Value* keep = a.get(0, "keepends");
+    bool keepends = keep && keep->truthy();
     std::vector<std::string> parts;
     size_t start = 0;
     for (size_t i = 0; i < s.size(); ++i) {
       if (s[i] == '\n' || s[i] == '\r') {
-        parts.push_back(s.substr(start, i - start));
+        size_t brk = i;
         if (s[i] == '\r' && i + 1 < s.size() && s[i + 1] == '\n') ++i;
+        parts.push_back(s.substr(start, (keepends ? i + 1 : brk) - start));
         start = i + 1;
       }
     }
@@ -150,7 +180,7 @@ Result<Value> call_str_method(const std::string& s, const std::string& m, const 
       if (m == "index" || m == "rindex") return arg_error(m, "substring not found");
       return Value(int64_t{-1});
     }
-    return Value(static_cast<int64_t>(utf8_decode(s.substr(0, p)).size()));  // code point index
+    return Value(offset + static_cast<int64_t>(utf8_decode(s.substr(0, p)).size()));  // code point index
   }
   if (m == "join") {
     const Value* it = a.get(0, "iterable");
@@ -168,45 +198,30 @@ Result<Value> call_str_method(const std::string& s, const std::string& m, const 
     return Value(std::move(out));
   }
   if (m == "format") return str_format(s, a);
-  if (m == "isdigit" || m == "isnumeric" || m == "isdecimal")
-    return Value(!s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }));
-  if (m == "isalpha") return Value(!s.empty() && std::all_of(s.begin(), s.end(), is_alpha_ascii));
-  if (m == "isalnum")
-    return Value(!s.empty() &&
-                 std::all_of(s.begin(), s.end(), [](char c) { return is_alpha_ascii(c) || (c >= '0' && c <= '9'); }));
   if (m == "isspace") {
     std::u32string u = utf8_decode(s);
     return Value(!u.empty() && std::all_of(u.begin(), u.end(), py_is_space));
   }
-  if (m == "islower" || m == "isupper") {
-    bool cased = false;
-    for (char c : s) {
-      if (m == "islower" ? (c >= 'A' && c <= 'Z') : (c >= 'a' && c <= 'z')) return Value(false);
-      cased = cased || is_alpha_ascii(c);
-    }
-    return Value(cased);
-  }
-  return Status::Internal("unhandled str method " + m);
+  return call_more_str_method(s, m, a, lim);
 }
 
-const char* const kStrMethods[] = {"startswith", "endswith", "strip",      "lstrip",    "rstrip",    "upper",
-                                   "lower",      "title",    "capitalize", "split",     "rsplit",    "splitlines",
-                                   "replace",    "find",     "rfind",      "index",     "rindex",    "count",
-                                   "join",       "format",   "isdigit",    "isnumeric", "isdecimal", "isalpha",
-                                   "isalnum",    "isspace",  "islower",    "isupper"};
+const char* const kStrMethods[] = {"startswith", "endswith",   "strip",  "lstrip", "rstrip",     "upper",   "lower",
+                                   "title",      "capitalize", "split",  "rsplit", "splitlines", "replace", "find",
+                                   "rfind",      "index",      "rindex", "count",  "join",       "format",  "isspace"};
 
 Result<Value> call_dict_method(const Value& d, const std::string& m, const CallArgs& a) {
   const DictData& dd = d.as_dict();
   if (m == "items") {
     std::vector<Value> out;
     for (const auto& [k, v] : dd.items) out.push_back(Value::list({k, v}, true));
-    return Value::list(std::move(out));
+    return Value::sequence(std::move(out), SeqKind::kDictItems);
   }
   if (m == "keys" || m == "values") {
     std::vector<Value> out;
     for (const auto& [k, v] : dd.items) out.push_back(m == "keys" ? k : v);
-    return Value::list(std::move(out));
+    return Value::sequence(std::move(out), m == "keys" ? SeqKind::kDictKeys : SeqKind::kDictValues);
   }
+  if (m == "copy") return Value::dict(dd.items);
   if (m == "get") {
     const Value* k = a.get(0, "key");
     if (!k) return arg_error(m, "expected at least 1 argument");
@@ -229,6 +244,29 @@ Result<Value> call_list_method(const Value& l, const std::string& m, const CallA
   for (size_t i = 0; i < items.size(); ++i)
     if (values_equal(items[i], *x)) return Value(static_cast<int64_t>(i));
   return arg_error(m, x->repr() + " is not in list");
+}
+
+// Markup.<name>(...): str arguments escaped (join: the items), the result Markup; split and
+// splitlines only convert their results.
+Value markup_method(const std::string& s, const std::string& name, const BuiltinLimits& lim) {
+  return Value::callable("Markup." + name, [s, name, lim](const CallArgs& a) -> Result<Value> {
+    CallArgs e = a;
+    if (name != "split" && name != "rsplit" && name != "splitlines") {
+      auto esc = [&](Value& v) {
+        if (v.is_string()) {
+          v = markup_escape(v);
+        } else if (name == "join" && v.is_list()) {
+          std::vector<Value> items;
+          for (const auto& x : v.as_list().items) items.push_back(markup_escape(x));
+          v = Value::list(std::move(items));
+        }
+      };
+      for (auto& v : e.pos) esc(v);
+      for (auto& kv : e.kw) esc(kv.second);
+    }
+    EM_ASSIGN_OR_RETURN(Value r, call_str_method(s, name, e, lim));
+    return as_markup(r);
+  });
 }
 
 // list.append(x) / list.extend(xs) return None; list.pop([i]) removes and returns item i
@@ -263,16 +301,17 @@ Result<Value> mutate_list(const Value& l, const std::string& m, const CallArgs& 
 
 std::optional<Value> bound_method(const Value& obj, const std::string& name, const BuiltinLimits& lim) {
   if (obj.is_string()) {
-    for (const char* m : kStrMethods) {
-      if (name != m) continue;
-      std::string s = obj.as_string();
-      return Value::callable("str." + name,
-                             [s, name, lim](const CallArgs& a) { return call_str_method(s, name, a, lim); });
-    }
+    bool known = is_more_str_method(name);
+    for (const char* m : kStrMethods) known = known || name == m;
+    if (!known) return std::nullopt;
+    std::string s = obj.as_string();
+    if (obj.is_markup() && markup_wraps(name)) return markup_method(s, name, lim);
+    return Value::callable("str." + name,
+                           [s, name, lim](const CallArgs& a) { return call_str_method(s, name, a, lim); });
   } else if (obj.is_dict() && !obj.as_dict().is_namespace) {
-    if (name == "items" || name == "keys" || name == "values" || name == "get")
+    if (name == "items" || name == "keys" || name == "values" || name == "get" || name == "copy")
       return Value::callable("dict." + name, [obj, name](const CallArgs& a) { return call_dict_method(obj, name, a); });
-  } else if (obj.is_list()) {
+  } else if (obj.is_list() && (obj.as_list().plain() || obj.as_list().seq == SeqKind::kRange)) {
     if (name == "count" || name == "index")
       return Value::callable("list." + name, [obj, name](const CallArgs& a) { return call_list_method(obj, name, a); });
     if (lim.allow_list_mutation && (name == "append" || name == "pop" || name == "extend"))
@@ -303,38 +342,6 @@ std::string py_strip(const std::string& s, const Value* chars, bool left, bool r
   if (right)
     while (e > b && strip_it(u[e - 1])) --e;
   return utf8_encode(std::u32string_view(u).substr(b, e - b));
-}
-
-std::string py_upper(const std::string& s) {
-  std::string out = s;
-  for (char& c : out)
-    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 32);
-  return out;
-}
-
-std::string py_lower(const std::string& s) {
-  std::string out = s;
-  for (char& c : out)
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
-  return out;
-}
-
-std::string py_title(const std::string& s) {
-  std::string out = s;
-  bool prev_cased = false;
-  for (char& c : out) {
-    bool lower = c >= 'a' && c <= 'z', upper = c >= 'A' && c <= 'Z';
-    if (lower && !prev_cased) c = static_cast<char>(c - 32);
-    if (upper && prev_cased) c = static_cast<char>(c + 32);
-    prev_cased = lower || upper || (static_cast<unsigned char>(c) >= 0x80 && prev_cased);
-  }
-  return out;
-}
-
-std::string py_capitalize(const std::string& s) {
-  std::string out = py_lower(s);
-  if (!out.empty() && out[0] >= 'a' && out[0] <= 'z') out[0] = static_cast<char>(out[0] - 32);
-  return out;
 }
 
 std::vector<std::string> py_split(const std::string& s, const Value* sep, int64_t maxsplit, bool from_right) {

@@ -147,14 +147,15 @@ class Parser {
       EM_RETURN_IF_ERROR(expect_block_end(name.c_str()));
       return s;
     }
+    if (name == "with") return parse_with(std::move(s));
     if (name == "generation") {
       s->kind = Stmt::Kind::kGeneration;
       EM_RETURN_IF_ERROR(expect_block_end("generation"));
       EM_RETURN_IF_ERROR(parse_single_body(*s, "endgeneration"));
       return s;
     }
-    static const char* kEnds[] = {"endif",     "endfor", "endset", "endmacro",     "endcall",
-                                  "endfilter", "elif",   "else",   "endgeneration"};
+    static const char* kEnds[] = {"endif",     "endfor", "endset", "endmacro",      "endcall",
+                                  "endfilter", "elif",   "else",   "endgeneration", "endwith"};
     for (const char* e : kEnds)
       if (name == e) return err(kw, "unexpected '" + name + "' tag (no open block it could close)");
     return err(kw, "unsupported tag '" + name + "'");
@@ -165,6 +166,23 @@ class Parser {
     EM_ASSIGN_OR_RETURN(Body b, parse_body({end_tag}, &ended_by));
     s.bodies.push_back(std::move(b));
     return expect_block_end(end_tag);
+  }
+
+  // {% with a = x, b = y %}: the values are evaluated in the enclosing scope, the names are
+  // visible only inside the block.
+  Result<StmtPtr> parse_with(StmtPtr s) {
+    s->kind = Stmt::Kind::kWith;
+    while (cur().kind != TK::kBlockEnd) {
+      if (!s->params.empty()) EM_RETURN_IF_ERROR(expect_op(","));
+      MacroParam p;
+      EM_ASSIGN_OR_RETURN(p.name, expect_name("a variable name"));
+      EM_RETURN_IF_ERROR(expect_op("="));
+      EM_ASSIGN_OR_RETURN(p.default_value, parse_expression(true));
+      s->params.push_back(std::move(p));
+    }
+    EM_RETURN_IF_ERROR(expect_block_end("with"));
+    EM_RETURN_IF_ERROR(parse_single_body(*s, "endwith"));
+    return s;
   }
 
   Result<StmtPtr> parse_if(StmtPtr s) {
@@ -476,7 +494,7 @@ class Parser {
         int64_t v = 0;
         auto r = std::from_chars(tok.text.data(), tok.text.data() + tok.text.size(), v);
         if (r.ec != std::errc()) {
-          e->literal = Value(std::strtod(tok.text.c_str(), nullptr));  // beyond int64: keep magnitude
+          return err(tok, "unsupported construct: integer literal " + tok.text + " does not fit in 64 bits");
         } else {
           e->literal = Value(v);
         }

@@ -45,6 +45,18 @@ Value Value::list(std::vector<Value> items, bool is_tuple) {
   return Value(Storage(std::move(d)));
 }
 
+Value Value::sequence(std::vector<Value> items, SeqKind kind) {
+  Value v = list(std::move(items));
+  v.mutable_list().seq = kind;
+  return v;
+}
+
+Value Value::markup(std::string s) {
+  Value v(std::move(s));
+  v.markup_ = true;
+  return v;
+}
+
 Value Value::dict(std::vector<std::pair<Value, Value>> items) {
   auto d = std::make_shared<DictData>();
   d->items = std::move(items);
@@ -88,7 +100,7 @@ bool Value::truthy() const {
     case Kind::kString:
       return !as_string().empty();
     case Kind::kList:
-      return !as_list().items.empty();
+      return as_list().single_pass() || !as_list().items.empty();
     case Kind::kDict:
       return as_dict().is_namespace || !as_dict().items.empty();
     case Kind::kCallable:
@@ -110,9 +122,9 @@ std::string Value::type_name() const {
     case Kind::kFloat:
       return "float";
     case Kind::kString:
-      return "str";
+      return markup_ ? "Markup" : "str";
     case Kind::kList:
-      return as_list().is_tuple ? "tuple" : "list";
+      return seq_type_name(as_list());
     case Kind::kDict:
       return as_dict().is_namespace ? "Namespace" : "dict";
     case Kind::kCallable:
@@ -122,6 +134,26 @@ std::string Value::type_name() const {
 }
 
 // ---- printing ---------------------------------------------------------------------------------
+
+std::string seq_type_name(const ListData& l) {
+  switch (l.seq) {
+    case SeqKind::kList:
+      return l.is_tuple ? "tuple" : "list";
+    case SeqKind::kGenerator:
+      return "generator";
+    case SeqKind::kReverseIter:
+      return "list_reverseiterator";
+    case SeqKind::kDictItems:
+      return "dict_items";
+    case SeqKind::kDictKeys:
+      return "dict_keys";
+    case SeqKind::kDictValues:
+      return "dict_values";
+    case SeqKind::kRange:
+      return "range";
+  }
+  return "list";
+}
 
 std::string python_float_repr(double d) {
   if (std::isnan(d)) return "nan";
@@ -159,32 +191,52 @@ std::string python_float_repr(double d) {
 
 namespace {
 
+// Python's str.isprintable() is false for categories Cc, Cf, Co, Cs, Zl, Zp and Zs other than the
+// space; repr() writes those as escapes. The ranges below cover the code points of those
+// categories that occur in practice (controls, soft hyphen, zero-width and bidi marks, line and
+// paragraph separators, exotic spaces, the BOM, private use).
+bool py_printable(char32_t c) {
+  if (c < 0x20 || (c >= 0x7F && c <= 0xA0) || c == 0xAD) return false;
+  if ((c >= 0x600 && c <= 0x605) || c == 0x61C || c == 0x6DD || c == 0x70F || c == 0x180E) return false;
+  if (c == 0x1680 || (c >= 0x2000 && c <= 0x200F) || (c >= 0x2028 && c <= 0x202F)) return false;
+  if ((c >= 0x205F && c <= 0x2064) || (c >= 0x2066 && c <= 0x206F) || c == 0x3000 || c == 0xFEFF) return false;
+  if ((c >= 0xD800 && c <= 0xF8FF) || (c >= 0xFFF9 && c <= 0xFFFB) || c >= 0xF0000) return false;
+  return true;
+}
+
 std::string repr_string(const std::string& s) {
   bool has_single = s.find('\'') != std::string::npos;
   bool has_double = s.find('"') != std::string::npos;
-  char q = (has_single && !has_double) ? '"' : '\'';
-  std::string out(1, q);
-  for (unsigned char c : s) {
-    if (c == '\\') {
+  char32_t q = (has_single && !has_double) ? U'"' : U'\'';
+  std::string out(1, static_cast<char>(q));
+  for (char32_t c : utf8_decode(s)) {
+    char b[16];
+    if (c == U'\\') {
       out += "\\\\";
-    } else if (c == static_cast<unsigned char>(q)) {
+    } else if (c == q) {
       out += '\\';
       out += static_cast<char>(c);
-    } else if (c == '\n') {
+    } else if (c == U'\n') {
       out += "\\n";
-    } else if (c == '\r') {
+    } else if (c == U'\r') {
       out += "\\r";
-    } else if (c == '\t') {
+    } else if (c == U'\t') {
       out += "\\t";
-    } else if (c < 0x20 || c == 0x7f) {
-      char b[8];
-      std::snprintf(b, sizeof(b), "\\x%02x", c);
+    } else if (c >= 0xDC80 && c <= 0xDCFF) {
+      std::snprintf(b, sizeof(b), "\\udc%02x", static_cast<unsigned>(c - 0xDC00));  // surrogateescape'd byte
+      out += b;
+    } else if (!py_printable(c)) {
+      std::snprintf(b, sizeof(b),
+                    c < 0x100     ? "\\x%02x"
+                    : c < 0x10000 ? "\\u%04x"
+                                  : "\\U%08x",
+                    static_cast<unsigned>(c));
       out += b;
     } else {
-      out += static_cast<char>(c);
+      out += utf8_encode(std::u32string(1, c));
     }
   }
-  out += q;
+  out += static_cast<char>(q);
   return out;
 }
 
@@ -214,9 +266,19 @@ std::string Value::repr() const {
     case Kind::kFloat:
       return python_float_repr(as_float());
     case Kind::kString:
-      return repr_string(as_string());
+      return markup_ ? "Markup(" + repr_string(as_string()) + ")" : repr_string(as_string());
     case Kind::kList: {
       const ListData& l = as_list();
+      if (l.seq == SeqKind::kRange) {
+        std::string r = "range(" + std::to_string(l.range_args[0]) + ", " + std::to_string(l.range_args[1]);
+        return r + (l.range_args[2] != 1 ? ", " + std::to_string(l.range_args[2]) : "") + ")";
+      }
+      // Python prints the address here; no template output can depend on it.
+      if (l.single_pass()) return "<" + seq_type_name(l) + " object>";
+      if (!l.plain()) {
+        std::vector<Value> inner = l.items;
+        return seq_type_name(l) + "(" + Value::list(std::move(inner)).repr() + ")";
+      }
       std::string out = l.is_tuple ? "(" : "[";
       for (size_t i = 0; i < l.items.size(); ++i) out += (i ? ", " : "") + l.items[i].repr();
       if (l.is_tuple && l.items.size() == 1) out += ",";
@@ -264,7 +326,11 @@ Value Value::from_json(const nlohmann::ordered_json& j) {
     case nlohmann::ordered_json::value_t::object: {
       std::vector<std::pair<Value, Value>> items;
       items.reserve(j.size());
-      for (auto it = j.begin(); it != j.end(); ++it) items.emplace_back(Value(it.key()), from_json(it.value()));
+      for (auto it = j.begin(); it != j.end(); ++it) {
+        items.emplace_back();
+        items.back().first = Value(it.key());
+        items.back().second = from_json(it.value());
+      }
       return Value::dict(std::move(items));
     }
     default:
@@ -285,6 +351,8 @@ Result<nlohmann::ordered_json> Value::to_json() const {
     case Kind::kString:
       return nlohmann::ordered_json(as_string());
     case Kind::kList: {
+      if (!as_list().plain())
+        return Status::InvalidArgument("Object of type " + type_name() + " is not JSON serializable");
       nlohmann::ordered_json a = nlohmann::ordered_json::array();
       for (const auto& e : as_list().items) {
         EM_ASSIGN_OR_RETURN(auto je, e.to_json());
@@ -305,172 +373,6 @@ Result<nlohmann::ordered_json> Value::to_json() const {
   }
 }
 
-namespace {
-
-void json_escape(std::string_view s, bool ensure_ascii, std::string& out) {
-  out += '"';
-  if (ensure_ascii && !is_ascii(s)) {
-    for (char32_t cp : utf8_decode(s)) {
-      char b[16];
-      if (cp >= 0x80) {
-        if (cp >= 0x10000) {
-          uint32_t v = cp - 0x10000;
-          std::snprintf(b, sizeof(b), "\\u%04x\\u%04x", 0xD800 + (v >> 10), 0xDC00 + (v & 0x3FF));
-        } else {
-          std::snprintf(b, sizeof(b), "\\u%04x", static_cast<unsigned>(cp));
-        }
-        out += b;
-      } else {
-        std::string one(1, static_cast<char>(cp));
-        std::string tmp;
-        json_escape(one, false, tmp);
-        out += tmp.substr(1, tmp.size() - 2);
-      }
-    }
-    out += '"';
-    return;
-  }
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      case '\b':
-        out += "\\b";
-        break;
-      case '\f':
-        out += "\\f";
-        break;
-      default:
-        if (c < 0x20) {
-          char b[8];
-          std::snprintf(b, sizeof(b), "\\u%04x", c);
-          out += b;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  out += '"';
-}
-
-struct JsonWriter {
-  const JsonDumpOptions& opt;
-  std::string item_sep, key_sep, unit;
-  std::string out;
-
-  Result<std::string> key_string(const Value& k) {
-    switch (k.kind()) {
-      case Value::Kind::kString:
-        return k.as_string();
-      case Value::Kind::kBool:
-        return std::string(k.as_bool() ? "true" : "false");
-      case Value::Kind::kNone:
-        return std::string("null");
-      case Value::Kind::kInt:
-      case Value::Kind::kFloat:
-        return k.repr();
-      default:
-        return Status::InvalidArgument("keys must be str, int, float, bool or None, not " + k.type_name());
-    }
-  }
-
-  void newline(int depth) {
-    out += '\n';
-    for (int i = 0; i < depth; ++i) out += unit;
-  }
-
-  Status write(const Value& v, int depth) {
-    if (depth > 512) return Status::OutOfRange("json nesting too deep");
-    bool pretty = opt.indent >= 0 || !opt.indent_str.empty();
-    switch (v.kind()) {
-      case Value::Kind::kNone:
-        out += "null";
-        return Status::Ok();
-      case Value::Kind::kBool:
-        out += v.as_bool() ? "true" : "false";
-        return Status::Ok();
-      case Value::Kind::kInt:
-        out += std::to_string(v.as_int());
-        return Status::Ok();
-      case Value::Kind::kFloat: {
-        double d = v.as_float();
-        out += std::isnan(d) ? "NaN" : std::isinf(d) ? (d > 0 ? "Infinity" : "-Infinity") : python_float_repr(d);
-        return Status::Ok();
-      }
-      case Value::Kind::kString:
-        json_escape(v.as_string(), opt.ensure_ascii, out);
-        return Status::Ok();
-      case Value::Kind::kList: {
-        const auto& items = v.as_list().items;
-        if (items.empty()) {
-          out += "[]";
-          return Status::Ok();
-        }
-        out += '[';
-        for (size_t i = 0; i < items.size(); ++i) {
-          if (i) out += item_sep;
-          if (pretty) newline(depth + 1);
-          EM_RETURN_IF_ERROR(write(items[i], depth + 1));
-        }
-        if (pretty) newline(depth);
-        out += ']';
-        return Status::Ok();
-      }
-      case Value::Kind::kDict: {
-        std::vector<std::pair<std::string, const Value*>> items;
-        for (const auto& [k, val] : v.as_dict().items) {
-          EM_ASSIGN_OR_RETURN(std::string ks, key_string(k));
-          items.emplace_back(std::move(ks), &val);
-        }
-        if (opt.sort_keys)
-          std::stable_sort(items.begin(), items.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-        if (items.empty()) {
-          out += "{}";
-          return Status::Ok();
-        }
-        out += '{';
-        for (size_t i = 0; i < items.size(); ++i) {
-          if (i) out += item_sep;
-          if (pretty) newline(depth + 1);
-          json_escape(items[i].first, opt.ensure_ascii, out);
-          out += key_sep;
-          EM_RETURN_IF_ERROR(write(*items[i].second, depth + 1));
-        }
-        if (pretty) newline(depth);
-        out += '}';
-        return Status::Ok();
-      }
-      default:
-        return Status::InvalidArgument("Object of type " + v.type_name() + " is not JSON serializable");
-    }
-  }
-};
-
-}  // namespace
-
-Result<std::string> python_json_dumps(const Value& v, const JsonDumpOptions& opt) {
-  JsonWriter w{opt, {}, {}, {}, {}};
-  bool pretty = opt.indent >= 0 || !opt.indent_str.empty();
-  w.item_sep = !opt.item_sep.empty() ? opt.item_sep : (pretty ? "," : ", ");
-  w.key_sep = !opt.key_sep.empty() ? opt.key_sep : ": ";
-  w.unit = !opt.indent_str.empty() ? opt.indent_str : std::string(static_cast<size_t>(std::max(opt.indent, 0)), ' ');
-  EM_RETURN_IF_ERROR(w.write(v, 0));
-  return std::move(w.out);
-}
-
 // ---- comparison -------------------------------------------------------------------------------
 
 bool values_equal(const Value& a, const Value& b) {
@@ -489,7 +391,8 @@ bool values_equal(const Value& a, const Value& b) {
     case K::kList: {
       const auto& x = a.as_list();
       const auto& y = b.as_list();
-      if (x.is_tuple != y.is_tuple || x.items.size() != y.items.size()) return false;
+      if (x.single_pass() || y.single_pass()) return a.identity() == b.identity();
+      if (x.seq != y.seq || x.is_tuple != y.is_tuple || x.items.size() != y.items.size()) return false;
       for (size_t i = 0; i < x.items.size(); ++i)
         if (!values_equal(x.items[i], y.items[i])) return false;
       return true;
@@ -525,7 +428,7 @@ Result<int> values_compare(const Value& a, const Value& b) {
     int c = a.as_string().compare(b.as_string());  // UTF-8 byte order is code point order
     return c < 0 ? -1 : (c > 0 ? 1 : 0);
   }
-  if (a.is_list() && b.is_list() && a.as_list().is_tuple == b.as_list().is_tuple) {
+  if (a.is_plain_list() && b.is_plain_list() && a.as_list().is_tuple == b.as_list().is_tuple) {
     const auto& x = a.as_list().items;
     const auto& y = b.as_list().items;
     for (size_t i = 0; i < std::min(x.size(), y.size()); ++i) {

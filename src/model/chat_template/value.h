@@ -29,10 +29,31 @@ namespace expertmesh::chat {
 
 class Value;
 
+// What Python object a list value stands for. Filters such as map/select return generators and
+// dict.items() returns a view; jinja2 templates observe the difference (a generator is always
+// truthy, single-pass, has no len() and is not JSON serializable), so we keep it.
+enum class SeqKind : uint8_t {
+  kList,         // list, or tuple when ListData::is_tuple
+  kGenerator,    // single-pass; map/select/reject/selectattr/rejectattr/unique/items/batch/slice
+  kReverseIter,  // single-pass; reversed(list) from the `reverse` filter
+  kDictItems,    // dict.items() / keys() / values(): sized, multi-pass, not subscriptable
+  kDictKeys,
+  kDictValues,
+  kRange,  // range(): sized, subscriptable, repr "range(a, b)"
+};
+
 struct ListData {
   std::vector<Value> items;
   bool is_tuple = false;
+  SeqKind seq = SeqKind::kList;
+  int64_t range_args[3] = {0, 0, 1};  // start, stop, step of a kRange
+
+  bool plain() const { return seq == SeqKind::kList; }
+  bool single_pass() const { return seq == SeqKind::kGenerator || seq == SeqKind::kReverseIter; }
 };
+
+// Python type name of a list-like value: "list", "tuple", "generator", "dict_items", ...
+std::string seq_type_name(const ListData& l);
 
 struct DictData {
   std::vector<std::pair<Value, Value>> items;  // insertion order, unique keys
@@ -77,6 +98,10 @@ class Value {
   Value(std::string s) : v_(std::move(s)) {}     // NOLINT(implicit)
   Value(const char* s) : v_(std::string(s)) {}   // NOLINT(implicit)
   static Value list(std::vector<Value> items, bool is_tuple = false);
+  static Value sequence(std::vector<Value> items, SeqKind kind);
+  // markupsafe.Markup (what `|safe` and `|escape` return): a str that HTML-escapes the plain str
+  // it is combined with (`+`, `%`, its methods). Printing it prints the text unchanged.
+  static Value markup(std::string s);
   static Value dict(std::vector<std::pair<Value, Value>> items = {});
   static Value make_namespace();
   static Value callable(std::string name, std::function<Result<Value>(const CallArgs&)> fn);
@@ -92,6 +117,9 @@ class Value {
   bool is_list() const { return kind() == Kind::kList; }
   bool is_dict() const { return kind() == Kind::kDict; }
   bool is_callable() const { return kind() == Kind::kCallable; }
+  bool is_markup() const { return markup_; }
+  // A list or tuple proper (not a generator, iterator, view or range).
+  bool is_plain_list() const { return is_list() && as_list().plain(); }
 
   bool as_bool() const { return std::get<bool>(v_); }
   // int or bool; a float is truncated with saturation (callers check the kind first, this only
@@ -136,6 +164,7 @@ class Value {
                                std::shared_ptr<ListData>, std::shared_ptr<DictData>, std::shared_ptr<Callable>>;
   explicit Value(Storage s) : v_(std::move(s)) {}
   Storage v_;
+  bool markup_ = false;  // only ever set on strings
 };
 
 // Python `==` (1 == 1.0 == True; lists element-wise; dicts as unordered maps; undefined equals

@@ -1,0 +1,356 @@
+// The generating routes: POST /v1/chat/completions, /v1/completions and /completion. Each parses
+// and validates the body, turns it into prompt tokens and a GenerationRequest, submits it to
+// the Scheduler and answers either with one JSON body (waiting for the kDone event) or with a
+// stream of server-sent events fed by an EventChannel.
+#include <fmt/format.h>
+#include <httplib.h>
+
+#include <atomic>
+#include <chrono>
+#include <ctime>
+#include <functional>
+#include <memory>
+#include <random>
+
+#include "coordinator/http/openai_response.h"
+#include "coordinator/server/chat_prompt.h"
+#include "coordinator/server/event_channel.h"
+#include "coordinator/server/routes.h"
+
+namespace expertmesh::coordinator::server {
+
+namespace {
+
+using http::Json;
+
+// How long a waiting handler sleeps between looks at its client.
+constexpr std::chrono::milliseconds kPollInterval{100};
+
+std::string random_id(const char* prefix) {
+  static constexpr char kAlnum[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  std::random_device rd;
+  std::mt19937 rng(rd());
+  std::string id = prefix;
+  for (int i = 0; i < 32; ++i) id += kAlnum[rng() % (sizeof(kAlnum) - 1)];
+  return id;
+}
+
+http::ResponseMeta make_meta(const char* prefix, const std::string& request_model, const std::string& alias) {
+  http::ResponseMeta m;
+  m.id = random_id(prefix);
+  m.created = static_cast<int64_t>(std::time(nullptr));
+  m.model = request_model.empty() ? alias : request_model;
+  return m;
+}
+
+http::Usage usage_of(const GenerationEvent& done) {
+  return http::Usage{done.n_prompt, done.n_predicted, done.n_cached};
+}
+
+// Status of a failed submit(): a full queue or a stopping server is 503, the rest as parsed.
+void send_submit_error(httplib::Response& res, const Status& s) {
+  http::ApiError e = http::api_error_from_status(s);
+  if (s.code() == StatusCode::kUnsupported || s.code() == StatusCode::kAborted) {
+    e.code = 503;
+    e.type = "unavailable_error";
+  }
+  send_error(res, e);
+}
+
+}  // namespace
+
+namespace {
+
+// One submitted request and its event channel. Destroying the owner (the handler or the stream
+// provider's state) without having seen the end cancels the request.
+struct Job {
+  Scheduler* sched = nullptr;
+  std::shared_ptr<EventChannel> ch = std::make_shared<EventChannel>();
+  uint64_t id = 0;
+  bool submitted = false, finished = false;
+  HttpCounters* counters = nullptr;
+  const std::atomic<bool>* stopping = nullptr;  // the server's stop() flag
+
+  ~Job() { abandon(); }
+  // The client is gone (or the handler gave up): stop delivering and free the slot.
+  void abandon() {
+    if (!submitted || finished) return;
+    finished = true;
+    ch->close();
+    sched->cancel(id);
+  }
+};
+
+// Everything a non-streaming response needs, gathered from the events.
+struct Collected {
+  std::string text;
+  std::vector<http::TokenLogprob> probs;
+  GenerationEvent end;  // kDone or kError
+};
+
+Collected collect(Job& job) {
+  Collected c;
+  for (;;) {
+    std::optional<GenerationEvent> ev = job.ch->pop(kPollInterval);
+    if (!ev) {
+      if (!job.stopping->load()) continue;
+      job.abandon();
+      c.end.kind = GenerationEvent::Kind::kError;
+      c.end.error = Status::Aborted("the server is stopping");
+      return c;
+    }
+    if (ev->kind == GenerationEvent::Kind::kToken) {
+      c.text += ev->text;
+      c.probs.insert(c.probs.end(), ev->probs.begin(), ev->probs.end());
+      continue;
+    }
+    job.finished = true;
+    c.end = std::move(*ev);
+    return c;
+  }
+}
+
+// Turns the events of one stream into SSE bytes; called on the HTTP thread in event order.
+using Formatter = std::function<std::string(const GenerationEvent&)>;
+
+// Streams `job`'s events through `fmt` as a chunked text/event-stream response. A failed write
+// or an unwritable socket cancels the job (freeing its slot); so does the response being torn
+// down before the end (the releaser).
+void stream_response(httplib::Response& res, std::shared_ptr<Job> job, Formatter format) {
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [job, format](size_t, httplib::DataSink& sink) {
+        std::optional<GenerationEvent> ev = job->ch->pop(kPollInterval);
+        if (!ev) {
+          // Nothing yet: a socket the peer closed is noticed here or at the next write.
+          if (job->stopping->load()) {
+            job->abandon();
+            return false;
+          }
+          if (!sink.is_writable()) {
+            job->counters->disconnects.fetch_add(1);
+            job->abandon();
+            return false;
+          }
+          return true;
+        }
+        const bool last = ev->kind != GenerationEvent::Kind::kToken;
+        if (last) job->finished = true;
+        const std::string bytes = format(*ev);
+        if (!bytes.empty() && !sink.write(bytes.data(), bytes.size())) {
+          if (!last) job->counters->disconnects.fetch_add(1);
+          job->abandon();
+          return false;
+        }
+        if (last) sink.done();
+        return true;
+      },
+      [job](bool) { job->abandon(); });
+}
+
+// The sampling and stopping options of a request over the server's defaults; the seed is
+// resolved here (absent or -1: random), so the scheduler never sees "random".
+GenerationRequest make_request(const HttpServerOptions& opt, const http::GenerationParams& g,
+                               std::vector<int32_t> prompt) {
+  GenerationRequest r;
+  r.prompt = std::move(prompt);
+  r.n_predict = g.n_predict >= 0 ? g.n_predict : opt.n_predict;
+  r.sampling = opt.sampling;
+  if (g.temperature) r.sampling.temp = static_cast<float>(*g.temperature);
+  if (g.top_p) r.sampling.top_p = static_cast<float>(*g.top_p);
+  if (g.min_p) r.sampling.min_p = static_cast<float>(*g.min_p);
+  if (g.top_k) r.sampling.top_k = *g.top_k;
+  if (g.seed && *g.seed >= 0) {
+    r.sampling.seed = static_cast<uint32_t>(*g.seed);
+  } else {
+    r.sampling.seed = std::random_device{}();
+  }
+  r.stop = g.stop;
+  r.n_probs = g.n_probs;
+  return r;
+}
+
+// Shared front half of the generating routes: prompt length check, submit. On failure the
+// response is written and nullptr returned.
+std::shared_ptr<Job> submit_job(Scheduler& sched, HttpCounters& counters, const std::atomic<bool>& stopping,
+                                int64_t n_ctx_slot, GenerationRequest gen, const char* prompt_field,
+                                httplib::Response& res) {
+  const int64_t n_prompt = static_cast<int64_t>(gen.prompt.size());
+  if (n_prompt == 0) {
+    send_status_error(res, Status::InvalidArgument(fmt::format("\"{}\": the prompt gives no tokens", prompt_field)));
+    return nullptr;
+  }
+  if (n_prompt >= n_ctx_slot) {
+    send_status_error(res, Status::InvalidArgument(fmt::format(
+                               "\"{}\": the prompt has {} tokens; the slot context holds {} (-c / --parallel)",
+                               prompt_field, n_prompt, n_ctx_slot)));
+    return nullptr;
+  }
+  auto job = std::make_shared<Job>();
+  job->sched = &sched;
+  job->counters = &counters;
+  job->stopping = &stopping;
+  std::shared_ptr<EventChannel> ch = job->ch;
+  auto id = sched.submit(std::move(gen), [ch](const GenerationEvent& ev) { return ch->push(ev); });
+  if (!id.ok()) {
+    send_submit_error(res, id.status());
+    return nullptr;
+  }
+  job->id = *id;
+  job->submitted = true;
+  return job;
+}
+
+}  // namespace
+
+void HttpServer::Routes::chat_completions(HttpServer& s, const httplib::Request& req, httplib::Response& res) {
+  auto parsed = http::parse_chat_request(req.body, s.opt_.limits);
+  if (!parsed.ok()) return send_status_error(res, parsed.status());
+  const http::ChatRequest& cr = *parsed;
+  auto prompt = chat_prompt_tokens(s.tmpl_, s.tok_, cr);
+  if (!prompt.ok()) return send_status_error(res, prompt.status());
+  std::shared_ptr<Job> job = submit_job(s.sched_, s.counters_, s.stopping_, s.sched_.stats().n_ctx_slot,
+                                        make_request(s.opt_, cr.gen, std::move(*prompt)), "messages", res);
+  if (!job) return;
+  http::ResponseMeta meta = make_meta("chatcmpl-", cr.model, s.opt_.model_alias);
+  const bool want_lp = cr.logprobs;
+
+  if (!cr.gen.stream) {
+    Collected c = collect(*job);
+    if (c.end.kind == GenerationEvent::Kind::kError) return send_submit_error(res, c.end.error);
+    meta.timings = c.end.timings;
+    http::ChatResult r;
+    r.content = std::move(c.text);
+    r.finish = c.end.finish;
+    r.usage = usage_of(c.end);
+    r.want_logprobs = want_lp;
+    if (want_lp) r.logprobs = std::move(c.probs);
+    return send_json(res, http::chat_completion_json(meta, r));
+  }
+  const bool include_usage = cr.gen.include_usage;
+  auto first = std::make_shared<bool>(true);
+  stream_response(res, job, [meta, want_lp, include_usage, first](const GenerationEvent& ev) mutable {
+    std::string out;
+    if (*first) {
+      out += http::sse_frame(http::chat_chunk_role_json(meta));
+      *first = false;
+    }
+    if (ev.kind == GenerationEvent::Kind::kToken) {
+      if (!ev.text.empty() || (want_lp && !ev.probs.empty()))
+        out += http::sse_frame(
+            http::chat_chunk_content_json(meta, ev.text, want_lp ? ev.probs : std::vector<http::TokenLogprob>{}));
+      return out;
+    }
+    if (ev.kind == GenerationEvent::Kind::kError)
+      return out + http::sse_frame(http::error_body(http::api_error_from_status(ev.error)));
+    http::ResponseMeta last = meta;
+    last.timings = ev.timings;
+    out += http::sse_frame(http::chat_chunk_finish_json(last, ev.finish));
+    if (include_usage) out += http::sse_frame(http::chat_chunk_usage_json(meta, usage_of(ev)));
+    return out + http::sse_done();
+  });
+}
+
+struct HttpServer::Routes::CompletionJob {
+  std::shared_ptr<Job> job;
+  http::CompletionRequest cr;
+};
+
+HttpServer::Routes::CompletionJob HttpServer::Routes::submit_completion(HttpServer& s, const httplib::Request& req,
+                                                                        httplib::Response& res,
+                                                                        CompletionParser parse) {
+  CompletionJob out;
+  auto parsed = parse(req.body, s.opt_.limits);
+  if (!parsed.ok()) {
+    send_status_error(res, parsed.status());
+    return out;
+  }
+  out.cr = std::move(*parsed);
+  auto prompt = completion_prompt_tokens(s.tok_, out.cr);
+  if (!prompt.ok()) {
+    send_status_error(res, prompt.status());
+    return out;
+  }
+  out.job = submit_job(s.sched_, s.counters_, s.stopping_, s.sched_.stats().n_ctx_slot,
+                       make_request(s.opt_, out.cr.gen, std::move(*prompt)), "prompt", res);
+  return out;
+}
+
+void HttpServer::Routes::oai_completions(HttpServer& s, const httplib::Request& req, httplib::Response& res) {
+  CompletionJob cj = submit_completion(s, req, res, &http::parse_oai_completion_request);
+  if (!cj.job) return;
+  const http::CompletionRequest& cr = cj.cr;
+  std::shared_ptr<Job> job = std::move(cj.job);
+  http::ResponseMeta meta = make_meta("cmpl-", cr.model, s.opt_.model_alias);
+  const bool want_lp = cr.gen.n_probs > 0;
+
+  if (!cr.gen.stream) {
+    Collected c = collect(*job);
+    if (c.end.kind == GenerationEvent::Kind::kError) return send_submit_error(res, c.end.error);
+    meta.timings = c.end.timings;
+    return send_json(res, http::text_completion_json(meta, c.text, c.end.finish, usage_of(c.end), c.probs, want_lp));
+  }
+  const bool include_usage = cr.gen.include_usage;
+  stream_response(res, job, [meta, want_lp, include_usage](const GenerationEvent& ev) {
+    if (ev.kind == GenerationEvent::Kind::kToken) {
+      if (ev.text.empty() && !(want_lp && !ev.probs.empty())) return std::string();
+      return http::sse_frame(http::text_completion_json(meta, ev.text, std::nullopt, std::nullopt, ev.probs, want_lp));
+    }
+    if (ev.kind == GenerationEvent::Kind::kError)
+      return http::sse_frame(http::error_body(http::api_error_from_status(ev.error)));
+    std::optional<http::Usage> usage;
+    if (include_usage) usage = usage_of(ev);
+    return http::sse_frame(http::text_completion_json(meta, "", ev.finish, usage, {}, false)) + http::sse_done();
+  });
+}
+
+namespace {
+
+http::NativeCompletion native_of(const GenerationEvent& end, std::string content, std::vector<http::TokenLogprob> p) {
+  http::NativeCompletion n;
+  n.content = std::move(content);
+  n.id_slot = end.slot;
+  n.stop = true;
+  n.tokens_predicted = end.n_predicted;
+  n.tokens_evaluated = end.n_prompt;
+  n.tokens_cached = end.n_cached;
+  n.stopped_eos = end.stopped_eos;
+  n.stopped_word = end.stopped_word;
+  n.stopped_limit = end.stopped_limit;
+  n.stopping_word = end.stopping_word;
+  n.probs = std::move(p);
+  return n;
+}
+
+}  // namespace
+
+void HttpServer::Routes::native_completion(HttpServer& s, const httplib::Request& req, httplib::Response& res) {
+  CompletionJob cj = submit_completion(s, req, res, &http::parse_completion_request);
+  if (!cj.job) return;
+  const http::CompletionRequest& cr = cj.cr;
+  std::shared_ptr<Job> job = std::move(cj.job);
+  http::ResponseMeta meta = make_meta("cmpl-", cr.model, s.opt_.model_alias);
+
+  if (!cr.gen.stream) {
+    Collected c = collect(*job);
+    if (c.end.kind == GenerationEvent::Kind::kError) return send_submit_error(res, c.end.error);
+    meta.timings = c.end.timings;
+    return send_json(res, http::native_completion_json(meta, native_of(c.end, std::move(c.text), std::move(c.probs))));
+  }
+  // The peer's native stream: {"content": piece, "stop": false} frames, then the full final
+  // object with "stop": true and empty content; no [DONE].
+  stream_response(res, job, [meta](const GenerationEvent& ev) {
+    if (ev.kind == GenerationEvent::Kind::kToken) {
+      if (ev.text.empty() && ev.probs.empty()) return std::string();
+      return http::sse_frame(http::native_completion_chunk_json(ev.text, ev.probs));
+    }
+    if (ev.kind == GenerationEvent::Kind::kError)
+      return http::sse_frame(http::error_body(http::api_error_from_status(ev.error)));
+    http::ResponseMeta last = meta;
+    last.timings = ev.timings;
+    return http::sse_frame(http::native_completion_json(last, native_of(ev, "", {})));
+  });
+}
+
+}  // namespace expertmesh::coordinator::server

@@ -1,0 +1,524 @@
+// The HTTP front-end of `serve` in-process (issue 7): a synthetic qwen3moe model (its built-in
+// 512-token SentencePiece vocabulary, no chat template → the ChatML fallback), a real Engine with
+// one KV-cache sequence per slot, the Scheduler's loop on a thread and HttpServer on an ephemeral
+// loopback port, driven with httplib::Client. Every endpoint streaming and not, the error cases
+// and limits, and a client that disconnects mid-stream freeing its slot.
+#include "coordinator/server/http_server.h"
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+
+#include "coordinator/server/auth.h"
+#include "coordinator/server/chat_prompt.h"
+#include "coordinator/server/scheduler.h"
+#include "model/model.h"
+#include "tests/common/golden.h"
+#include "tests/mpi/test_models.h"
+#include "worker/engine.h"
+
+namespace expertmesh {
+namespace {
+
+using coordinator::server::HttpServer;
+using coordinator::server::HttpServerOptions;
+using coordinator::server::Scheduler;
+using coordinator::server::SchedulerOptions;
+using Json = nlohmann::json;
+
+// The model, tokenizer and template shared by every test (built once).
+struct Shared {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Tokenizer> tok;
+  std::optional<chat::ChatTemplate> tmpl;
+};
+
+Shared& shared() {
+  static Shared s = [] {
+    Shared x;
+    auto m = Model::load(testing::synth_model(testing::temp_dir("http_server"), "qwen3moe", "m.gguf"));
+    EXPECT_TRUE(m.ok()) << m.status().to_string();
+    if (!m.ok()) return x;
+    x.model = std::move(*m);
+    auto t = Tokenizer::from_gguf(x.model->file());
+    EXPECT_TRUE(t.ok()) << t.status().to_string();
+    if (t.ok()) x.tok = std::move(*t);
+    auto tm = coordinator::server::resolve_chat_template("", "", "test");
+    EXPECT_TRUE(tm.ok()) << tm.status().to_string();
+    if (tm.ok()) x.tmpl = std::move(*tm);
+    return x;
+  }();
+  return s;
+}
+
+// Engine + Scheduler (its run() loop on a thread) + HttpServer on 127.0.0.1:<ephemeral>.
+class TestServer {
+ public:
+  explicit TestServer(int n_slots, int64_t n_ctx_slot = 256, HttpServerOptions ho = {}) {
+    Shared& s = shared();
+    worker::EngineOptions eo;
+    eo.n_threads = 2;
+    eo.n_ctx = n_ctx_slot;
+    eo.n_seq = n_slots;
+    auto e = worker::Engine::create(*s.model, worker::full_plan(s.model->hparams()), eo);
+    EXPECT_TRUE(e.ok()) << e.status().to_string();
+    engine_ = std::move(*e);
+    SchedulerOptions so;
+    so.n_slots = n_slots;
+    so.n_ctx_slot = n_ctx_slot;
+    so.n_batch = 64;
+    worker::Engine* eng = engine_.get();
+    sched_ = std::make_unique<Scheduler>(
+        [eng](std::span<const int32_t> t, std::span<const int32_t> p, std::span<const int32_t> q,
+              std::span<const int64_t> rows, float* logits) { return eng->decode_batch(t, p, q, rows, logits); },
+        *s.tok, engine_->n_vocab(), so);
+    loop_ = std::thread([this] { loop_status_ = sched_->run(); });
+    ho.host = "127.0.0.1";
+    ho.port = 0;
+    if (ho.model_alias.empty()) ho.model_alias = "synth-moe";
+    http_ = std::make_unique<HttpServer>(*sched_, *s.tok, *s.tmpl, ho);
+    Status st = http_->start();
+    EXPECT_TRUE(st.ok()) << st.to_string();
+  }
+  ~TestServer() {
+    sched_->shutdown();
+    loop_.join();
+    http_->stop();
+    EXPECT_TRUE(loop_status_.ok()) << loop_status_.to_string();
+  }
+  int port() const { return http_->port(); }
+  std::unique_ptr<httplib::Client> client() const {
+    auto c = std::make_unique<httplib::Client>("127.0.0.1", port());
+    c->set_read_timeout(30);
+    return c;
+  }
+  // POST `body` (JSON text) and return status and parsed body (null when not JSON).
+  std::pair<int, Json> post(const std::string& path, const std::string& body, httplib::Headers h = {}) const {
+    auto r = client()->Post(path.c_str(), h, body, "application/json");
+    if (!r) return {0, Json()};
+    return {r->status, Json::parse(r->body, nullptr, false)};
+  }
+  std::pair<int, std::string> post_raw(const std::string& path, const std::string& body,
+                                       httplib::Headers h = {}) const {
+    auto r = client()->Post(path.c_str(), h, body, "application/json");
+    if (!r) return {0, ""};
+    return {r->status, r->body};
+  }
+  std::pair<int, std::string> get(const std::string& path, httplib::Headers h = {}) const {
+    auto r = client()->Get(path.c_str(), h);
+    if (!r) return {0, ""};
+    return {r->status, r->body};
+  }
+
+ private:
+  std::unique_ptr<worker::Engine> engine_;
+  std::unique_ptr<Scheduler> sched_;
+  std::unique_ptr<HttpServer> http_;
+  std::thread loop_;
+  Status loop_status_;
+};
+
+// The JSON of every "data:" frame of an SSE body; `done` tells whether the last was [DONE].
+std::vector<Json> sse_frames(const std::string& body, bool* done) {
+  std::vector<Json> out;
+  *done = false;
+  size_t pos = 0;
+  while (pos < body.size()) {
+    size_t end = body.find("\n\n", pos);
+    if (end == std::string::npos) end = body.size();
+    const std::string frame = body.substr(pos, end - pos);
+    pos = end + 2;
+    if (frame.rfind("data: ", 0) != 0) continue;
+    const std::string data = frame.substr(6);
+    EXPECT_FALSE(*done) << "a frame after [DONE]";
+    if (data == "[DONE]") {
+      *done = true;
+      continue;
+    }
+    out.push_back(Json::parse(data, nullptr, false));
+    EXPECT_FALSE(out.back().is_discarded()) << data;
+  }
+  return out;
+}
+
+// Value of a Prometheus sample line "name value".
+double metric(const std::string& text, const std::string& name) {
+  const size_t p = text.find("\n" + name + " ");
+  if (p == std::string::npos) return -1;
+  return std::stod(text.substr(p + name.size() + 2));
+}
+
+std::string chat_body(const std::string& user, int max_tokens, bool stream, const std::string& extra = "") {
+  Json b = {{"model", "x"},
+            {"messages",
+             Json::array({{{"role", "system"}, {"content", "You are terse."}}, {{"role", "user"}, {"content", user}}})},
+            {"max_tokens", max_tokens},
+            {"temperature", 0},
+            {"stream", stream}};
+  std::string s = b.dump();
+  if (!extra.empty()) s = s.substr(0, s.size() - 1) + "," + extra + "}";
+  return s;
+}
+
+TEST(HttpServer, ChatNonStreamingAndStreamingAgree) {
+  TestServer srv(2);
+  auto [st, j] = srv.post("/v1/chat/completions", chat_body("Tell me a story.", 12, false));
+  ASSERT_EQ(st, 200) << j.dump();
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["choices"][0]["message"]["role"], "assistant");
+  const std::string content = j["choices"][0]["message"]["content"];
+  const Json usage = j["usage"];
+  EXPECT_EQ(usage["completion_tokens"].get<int>() <= 12, true);
+  EXPECT_EQ(usage["total_tokens"], usage["prompt_tokens"].get<int>() + usage["completion_tokens"].get<int>());
+  if (j["choices"][0]["finish_reason"] == "length") {
+    EXPECT_EQ(usage["completion_tokens"], 12);
+  }
+
+  // Prompt tokens = the ChatML rendering tokenized (BOS as the vocabulary says).
+  const std::string rendered =
+      "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nTell me a story.<|im_end|>\n"
+      "<|im_start|>assistant\n";
+  auto [tst, tj] = srv.post("/tokenize", Json{{"content", rendered}, {"add_special", true}}.dump());
+  ASSERT_EQ(tst, 200);
+  EXPECT_EQ(usage["prompt_tokens"], tj["tokens"].size());
+
+  auto [sst, body] = srv.post_raw(
+      "/v1/chat/completions", chat_body("Tell me a story.", 12, true, R"("stream_options":{"include_usage":true})"));
+  ASSERT_EQ(sst, 200);
+  bool done = false;
+  std::vector<Json> frames = sse_frames(body, &done);
+  EXPECT_TRUE(done) << "stream must end with data: [DONE]";
+  ASSERT_GE(frames.size(), 3u);
+  EXPECT_EQ(frames.front()["choices"][0]["delta"]["role"], "assistant");
+  std::string streamed;
+  std::string finish;
+  Json stream_usage;
+  for (const Json& f : frames) {
+    EXPECT_EQ(f["object"], "chat.completion.chunk");
+    if (f.contains("usage") && !f["usage"].is_null()) stream_usage = f["usage"];
+    if (f["choices"].empty()) continue;
+    const Json& d = f["choices"][0]["delta"];
+    if (d.contains("content") && d["content"].is_string()) streamed += d["content"].get<std::string>();
+    if (!f["choices"][0]["finish_reason"].is_null()) finish = f["choices"][0]["finish_reason"];
+  }
+  EXPECT_EQ(streamed, content);
+  EXPECT_EQ(finish, j["choices"][0]["finish_reason"]);
+  EXPECT_EQ(stream_usage["prompt_tokens"], usage["prompt_tokens"]);
+  EXPECT_EQ(stream_usage["completion_tokens"], usage["completion_tokens"]);
+}
+
+TEST(HttpServer, CompletionsMaxTokensUsageAndStream) {
+  TestServer srv(2);
+  const std::string prompt = "Once upon a time";
+  auto [st, j] =
+      srv.post("/v1/completions", Json{{"prompt", prompt}, {"max_tokens", 5}, {"temperature", 0}, {"seed", 1}}.dump());
+  ASSERT_EQ(st, 200) << j.dump();
+  EXPECT_EQ(j["object"], "text_completion");
+  auto [tst, tj] = srv.post("/tokenize", Json{{"content", prompt}, {"add_special", true}}.dump());
+  ASSERT_EQ(tst, 200);
+  EXPECT_EQ(j["usage"]["prompt_tokens"], tj["tokens"].size());
+  const int n = j["usage"]["completion_tokens"];
+  EXPECT_LE(n, 5);
+  if (j["choices"][0]["finish_reason"] == "length") {
+    EXPECT_EQ(n, 5);
+  }
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length") << "the synthetic model should not stop within 5 tokens";
+
+  auto [sst, body] = srv.post_raw(
+      "/v1/completions", Json{{"prompt", prompt}, {"max_tokens", 5}, {"temperature", 0}, {"stream", true}}.dump());
+  ASSERT_EQ(sst, 200);
+  bool done = false;
+  std::string text;
+  std::string finish;
+  for (const Json& f : sse_frames(body, &done)) {
+    text += f["choices"][0]["text"].get<std::string>();
+    if (!f["choices"][0]["finish_reason"].is_null()) finish = f["choices"][0]["finish_reason"];
+  }
+  EXPECT_TRUE(done);
+  EXPECT_EQ(text, j["choices"][0]["text"]);
+  EXPECT_EQ(finish, "length");
+}
+
+TEST(HttpServer, NativeCompletionStreamingAndStop) {
+  TestServer srv(1);
+  Json req = {{"prompt", "The little dog"}, {"n_predict", 16}, {"temperature", 0}};
+  auto [st, j] = srv.post("/completion", req.dump());
+  ASSERT_EQ(st, 200) << j.dump();
+  const std::string content = j["content"];
+  EXPECT_EQ(j["stop"], true);
+  EXPECT_EQ(j["tokens_predicted"].get<int>() <= 16, true);
+  ASSERT_GE(content.size(), 4u) << "need some text to pick a stop string from";
+
+  req["stream"] = true;
+  auto [sst, body] = srv.post_raw("/completion", req.dump());
+  ASSERT_EQ(sst, 200);
+  bool done = false;
+  std::vector<Json> frames = sse_frames(body, &done);
+  EXPECT_FALSE(done) << "the native stream has no [DONE]";
+  ASSERT_FALSE(frames.empty());
+  std::string streamed;
+  for (size_t i = 0; i < frames.size(); ++i) {
+    streamed += frames[i]["content"].get<std::string>();
+    EXPECT_EQ(frames[i]["stop"], i + 1 == frames.size());
+  }
+  EXPECT_EQ(streamed, content);
+
+  // A stop string taken from the middle of the greedy text: the answer ends right before its
+  // first occurrence, with finish "stop" and the word reported.
+  const size_t k = content.size() / 2;
+  const std::string stop = content.substr(k, 2);
+  const size_t first = content.find(stop);
+  req["stream"] = false;
+  req["stop"] = Json::array({stop});
+  auto [st2, j2] = srv.post("/completion", req.dump());
+  ASSERT_EQ(st2, 200) << j2.dump();
+  EXPECT_EQ(j2["content"], content.substr(0, first));
+  EXPECT_EQ(j2["stopped_word"], true);
+  EXPECT_EQ(j2["stopping_word"], stop);
+
+  auto [st3, j3] =
+      srv.post("/v1/completions",
+               Json{{"prompt", "The little dog"}, {"max_tokens", 16}, {"temperature", 0}, {"stop", stop}}.dump());
+  ASSERT_EQ(st3, 200) << j3.dump();
+  EXPECT_EQ(j3["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(j3["choices"][0]["text"], content.substr(0, first));
+}
+
+TEST(HttpServer, SeedReproducibilityAndLogprobs) {
+  TestServer srv(2);
+  auto sampled = [&](int seed) {
+    auto [st, j] = srv.post("/v1/completions", Json{{"prompt", "Once"},
+                                                    {"max_tokens", 12},
+                                                    {"temperature", 1.5},
+                                                    {"top_k", 0},
+                                                    {"top_p", 1.0},
+                                                    {"min_p", 0.0},
+                                                    {"seed", seed}}
+                                                   .dump());
+    EXPECT_EQ(st, 200) << j.dump();
+    return st == 200 ? j["choices"][0]["text"].get<std::string>() : std::string();
+  };
+  const std::string a = sampled(42);
+  EXPECT_EQ(a, sampled(42));
+  bool any_differs = false;
+  for (int s = 43; s < 47; ++s) any_differs |= sampled(s) != a;
+  EXPECT_TRUE(any_differs) << "different seeds at temperature 1.5 should give different texts";
+
+  auto [st, j] = srv.post("/v1/chat/completions", chat_body("Hi", 4, false, R"("logprobs":true,"top_logprobs":3)"));
+  ASSERT_EQ(st, 200) << j.dump();
+  const Json& lp = j["choices"][0]["logprobs"]["content"];
+  ASSERT_TRUE(lp.is_array()) << j.dump();
+  EXPECT_EQ(lp.size(), j["usage"]["completion_tokens"].get<size_t>());
+  for (const Json& t : lp) {
+    EXPECT_LE(t["logprob"].get<double>(), 1e-6);
+    ASSERT_EQ(t["top_logprobs"].size(), 3u);
+    double prev = 1;
+    for (const Json& alt : t["top_logprobs"]) {
+      EXPECT_LE(alt["logprob"].get<double>(), prev);
+      prev = alt["logprob"];
+    }
+    // Greedy: the chosen token is the most likely one.
+    EXPECT_EQ(t["token"], t["top_logprobs"][0]["token"]);
+  }
+}
+
+TEST(HttpServer, TokenizeDetokenizeRoundTrip) {
+  TestServer srv(1);
+  const std::string text = "Hello world, once upon a time there was a dog.";
+  auto [st, j] = srv.post("/tokenize", Json{{"content", text}}.dump());
+  ASSERT_EQ(st, 200);
+  ASSERT_GT(j["tokens"].size(), 3u);
+  EXPECT_EQ(j["tokens"], Json(shared().tok->encode(text, false, true)));
+  auto [st2, j2] = srv.post("/detokenize", Json{{"tokens", j["tokens"]}}.dump());
+  ASSERT_EQ(st2, 200);
+  EXPECT_EQ(j2["content"], text);
+  auto [st3, j3] = srv.post("/tokenize", Json{{"content", text}, {"with_pieces", true}}.dump());
+  ASSERT_EQ(st3, 200);
+  std::string joined;
+  for (const Json& p : j3["tokens"]) joined += p["piece"].get<std::string>();
+  EXPECT_EQ(joined.substr(joined.find_first_not_of(' ')), text);
+  auto [st4, j4] = srv.post("/detokenize", Json{{"tokens", {1, 99999}}}.dump());
+  EXPECT_EQ(st4, 400);
+}
+
+TEST(HttpServer, InfoEndpointsAndMetrics) {
+  TestServer srv(2, 128);
+  auto [hs, hb] = srv.get("/health");
+  ASSERT_EQ(hs, 200);
+  Json h = Json::parse(hb);
+  EXPECT_EQ(h["status"], "ok");
+  EXPECT_EQ(h["slots_idle"], 2);
+  EXPECT_EQ(h["slots_processing"], 0);
+
+  auto [ms, mb] = srv.get("/v1/models");
+  ASSERT_EQ(ms, 200);
+  Json m = Json::parse(mb);
+  EXPECT_EQ(m["object"], "list");
+  EXPECT_EQ(m["data"][0]["id"], "synth-moe");
+  EXPECT_EQ(m["data"][0]["owned_by"], "llamacpp");
+  EXPECT_EQ(srv.get("/models").first, 200);
+
+  auto [ps, pb] = srv.get("/props");
+  ASSERT_EQ(ps, 200);
+  Json p = Json::parse(pb);
+  EXPECT_EQ(p["total_slots"], 2);
+  EXPECT_EQ(p["n_ctx"], 256);
+  EXPECT_EQ(p["default_generation_settings"]["n_ctx"], 128);
+  EXPECT_NE(p["chat_template"].get<std::string>().find("im_start"), std::string::npos);
+
+  auto [ss, sb] = srv.get("/slots");
+  ASSERT_EQ(ss, 200);
+  Json sl = Json::parse(sb);
+  ASSERT_EQ(sl.size(), 2u);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(sl[i]["id"], i);
+    EXPECT_EQ(sl[i]["is_processing"], false);
+    EXPECT_EQ(sl[i]["n_ctx"], 128);
+  }
+
+  auto [s0, before] = srv.get("/metrics");
+  ASSERT_EQ(s0, 200);
+  EXPECT_NE(before.find("# TYPE llamacpp:prompt_tokens_total counter"), std::string::npos);
+  const double pred0 = metric(before, "llamacpp:tokens_predicted_total");
+  const double prompt0 = metric(before, "llamacpp:prompt_tokens_total");
+  const double req0 = metric(before, "expertmesh:requests_total");
+  EXPECT_EQ(metric(before, "expertmesh:slots_total"), 2);
+  auto [st, j] =
+      srv.post("/v1/completions", Json{{"prompt", "Once upon"}, {"max_tokens", 6}, {"temperature", 0}}.dump());
+  ASSERT_EQ(st, 200);
+  auto [s1, after] = srv.get("/metrics");
+  EXPECT_EQ(metric(after, "llamacpp:tokens_predicted_total") - pred0, j["usage"]["completion_tokens"].get<double>());
+  EXPECT_EQ(metric(after, "llamacpp:prompt_tokens_total") - prompt0, j["usage"]["prompt_tokens"].get<double>());
+  EXPECT_EQ(metric(after, "expertmesh:requests_total") - req0, 1);
+  EXPECT_GT(metric(after, "llamacpp:predicted_tokens_seconds"), 0);
+  EXPECT_GT(metric(after, "expertmesh:http_requests_total"), metric(before, "expertmesh:http_requests_total"));
+}
+
+TEST(HttpServer, ApiKeyRequired) {
+  HttpServerOptions ho;
+  ho.api_keys = {"first-key", "s3cret-key"};
+  TestServer srv(1, 128, ho);
+  const std::string body = Json{{"prompt", "Once"}, {"max_tokens", 2}, {"temperature", 0}}.dump();
+  auto [s1, j1] = srv.post("/v1/completions", body);
+  EXPECT_EQ(s1, 401);
+  EXPECT_EQ(j1["error"]["type"], "authentication_error");
+  auto [s2, j2] = srv.post("/v1/completions", body, {{"Authorization", "Bearer s3cret-kez"}});
+  EXPECT_EQ(s2, 401);
+  auto [s3, j3] = srv.post("/v1/completions", body, {{"Authorization", "Bearer s3cret-key-longer"}});
+  EXPECT_EQ(s3, 401);
+  auto [s4, j4] = srv.post("/v1/completions", body, {{"Authorization", "Bearer s3cret-key"}});
+  EXPECT_EQ(s4, 200) << j4.dump();
+  auto [s5, j5] = srv.post("/tokenize", R"({"content":"a"})", {{"X-Api-Key", "first-key"}});
+  EXPECT_EQ(s5, 200);
+  EXPECT_EQ(srv.get("/metrics").first, 401);
+  EXPECT_EQ(srv.get("/health").first, 200);  // open, as in the peer
+  EXPECT_EQ(srv.get("/v1/models").first, 200);
+}
+
+TEST(HttpServer, ErrorsAreJsonNamingTheField) {
+  HttpServerOptions ho;
+  ho.limits.max_body_bytes = 4096;
+  TestServer srv(1, 64, ho);
+  auto is_error = [](int code, const Json& j) {
+    return j.is_object() && j.contains("error") && j["error"]["code"] == code && j["error"]["message"].is_string();
+  };
+  auto [s1, j1] = srv.post("/v1/chat/completions", "{\"messages\": [");
+  EXPECT_EQ(s1, 400);
+  EXPECT_TRUE(is_error(400, j1)) << j1.dump();
+  auto [s2, j2] =
+      srv.post("/v1/chat/completions", R"({"messages":[{"role":"user","content":"hi"}],"temperature":"hot"})");
+  EXPECT_EQ(s2, 400);
+  EXPECT_NE(j2["error"]["message"].get<std::string>().find("temperature"), std::string::npos) << j2.dump();
+  auto [s3, j3] = srv.post("/v1/completions", R"({"prompt": 12})");
+  EXPECT_EQ(s3, 400);
+  EXPECT_NE(j3["error"]["message"].get<std::string>().find("prompt"), std::string::npos) << j3.dump();
+
+  // Over the body limit: 413 JSON (httplib's own limit, before any parsing).
+  const std::string big = Json{{"prompt", std::string(10000, 'a')}}.dump();
+  auto [s4, j4] = srv.post("/v1/completions", big);
+  EXPECT_EQ(s4, 413);
+  EXPECT_TRUE(is_error(413, j4)) << j4.dump();
+
+  // A prompt longer than the slot context (64): 400 naming the prompt.
+  std::string words;
+  for (int i = 0; i < 200; ++i) words += "dog ";
+  auto [s5, j5] = srv.post("/v1/completions", Json{{"prompt", words}, {"max_tokens", 2}}.dump());
+  EXPECT_EQ(s5, 400);
+  EXPECT_NE(j5["error"]["message"].get<std::string>().find("\"prompt\""), std::string::npos) << j5.dump();
+  auto [s6, j6] = srv.post("/v1/completions", Json{{"prompt", Json::array({1, 2, 100000})}}.dump());
+  EXPECT_EQ(s6, 400);
+  EXPECT_NE(j6["error"]["message"].get<std::string>().find("prompt[2]"), std::string::npos) << j6.dump();
+
+  auto [s7, b7] = srv.get("/no/such/route");
+  EXPECT_EQ(s7, 404);
+  EXPECT_TRUE(is_error(404, Json::parse(b7, nullptr, false))) << b7;
+  // The server still works after all that.
+  auto [s8, j8] = srv.post("/v1/completions", Json{{"prompt", "Once"}, {"max_tokens", 2}}.dump());
+  EXPECT_EQ(s8, 200) << j8.dump();
+}
+
+TEST(HttpServer, ClientDisconnectFreesTheSlot) {
+  TestServer srv(1, 2048);
+  auto cli = srv.client();
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.set_header("Content-Type", "application/json");
+  req.body =
+      Json{{"prompt", "Once upon a time"}, {"max_tokens", 2000}, {"temperature", 1.0}, {"seed", 3}, {"stream", true}}
+          .dump();
+  int chunks = 0;
+  req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++chunks < 3; };
+  auto r = cli->send(req);
+  EXPECT_FALSE(r) << "the client aborted the stream";
+  cli.reset();  // the socket is closed
+
+  // The slot goes idle well before 2000 tokens could have been generated, by cancellation.
+  const auto t0 = std::chrono::steady_clock::now();
+  bool idle = false;
+  while (!idle && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20)) {
+    auto [st, body] = srv.get("/slots");
+    ASSERT_EQ(st, 200);
+    idle = Json::parse(body)[0]["is_processing"] == false;
+    if (!idle) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(idle);
+  auto [ms, metrics] = srv.get("/metrics");
+  EXPECT_EQ(metric(metrics, "expertmesh:requests_cancelled_total"), 1);
+  EXPECT_LT(metric(metrics, "llamacpp:tokens_predicted_total"), 2000);
+
+  // The one slot serves the next request.
+  auto [st, j] = srv.post("/v1/completions", Json{{"prompt", "Once"}, {"max_tokens", 4}, {"temperature", 0}}.dump());
+  EXPECT_EQ(st, 200) << j.dump();
+  EXPECT_EQ(j["usage"]["completion_tokens"].get<int>() <= 4, true);
+}
+
+TEST(HttpServerAuth, ConstantTimeCompareIsExact) {
+  using coordinator::server::api_key_accepted;
+  using coordinator::server::constant_time_equal;
+  EXPECT_TRUE(constant_time_equal("abc", "abc"));
+  EXPECT_TRUE(constant_time_equal("", ""));
+  EXPECT_FALSE(constant_time_equal("abc", "abd"));
+  EXPECT_FALSE(constant_time_equal("abc", "ab"));
+  EXPECT_FALSE(constant_time_equal("ab", "abc"));
+  EXPECT_FALSE(constant_time_equal(std::string_view("a\0", 2), "a"));
+  std::mt19937 rng(5);
+  for (int i = 0; i < 200; ++i) {
+    std::string a(rng() % 8, 'x'), b(rng() % 8, 'x');
+    for (char& c : a) c = static_cast<char>('a' + rng() % 3);
+    for (char& c : b) c = static_cast<char>('a' + rng() % 3);
+    EXPECT_EQ(constant_time_equal(a, b), a == b) << a << " " << b;
+  }
+  EXPECT_TRUE(api_key_accepted({}, "", ""));
+  EXPECT_TRUE(api_key_accepted({"k1", "k2"}, "Bearer k2", ""));
+  EXPECT_FALSE(api_key_accepted({"k1"}, "Bearer k2", ""));
+  EXPECT_FALSE(api_key_accepted({"k1"}, "k1", ""));  // no "Bearer "
+  EXPECT_TRUE(api_key_accepted({"k1"}, "", "k1"));
+}
+
+}  // namespace
+}  // namespace expertmesh
