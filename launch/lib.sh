@@ -11,17 +11,20 @@
 # Debian 12 packages the build, the tests and the scripts need.
 #   clang + libclang-rt-dev: the libFuzzer target (libclang-rt-dev holds the fuzzer runtime and is
 #   only a recommendation of clang); librsvg2-bin: rsvg-convert for sweep plots; zlib1g-dev: the
-#   plot test decodes the PNG it renders; nodejs + npm: the serve test that drives the server with the
-#   official `openai` npm package (tests/server/e2e/openai_client).
+#   plot test decodes the PNG it renders; curl: quickstart's serve request.
 EM_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config
   libopenmpi-dev openmpi-bin libhwloc-dev hwloc
   libprotobuf-dev protobuf-compiler
   libgtest-dev libgmock-dev libbenchmark-dev
   libcpp-httplib-dev nlohmann-json3-dev libfmt-dev libpcre2-dev
-  clang libclang-rt-dev librsvg2-bin zlib1g-dev
-  nodejs npm
+  clang libclang-rt-dev librsvg2-bin zlib1g-dev curl
 )
+# Packages needed only when their command is missing: node + npm run the serve test that drives
+# the server with the official `openai` npm package (tests/server/e2e/openai_client). Checked by
+# command, not by package: a Node.js from another source (e.g. NodeSource's nodejs, which bundles
+# npm and conflicts with Debian's npm package) already provides them.
+EM_COMMAND_PACKAGES=(node:nodejs npm:npm)
 
 em_log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
 
@@ -40,6 +43,9 @@ em_install_deps() {
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
       missing+=("$p")
     fi
+  done
+  for p in "${EM_COMMAND_PACKAGES[@]}"; do
+    command -v "${p%%:*}" >/dev/null 2>&1 || missing+=("${p#*:}")
   done
   if ((${#missing[@]} == 0)); then
     return 0

@@ -63,5 +63,31 @@ TEXT=../shared/golden/data/wiki.test.raw
 step "mpirun -np 2 expertmesh perplexity -m $QMODEL -f $TEXT -c 128 --chunks 4"
 "${EM_MPIRUN[@]}" -np 2 "$EM" perplexity -m "$QMODEL" -f "$TEXT" -c 128 --chunks 4
 
+# ---- 7. serve it on 2 ranks ------------------------------------------------------------------
+# An OpenAI-compatible server (rank 0 answers HTTP, both ranks compute); --port 0 picks a free
+# port and rank 0 prints it. One chat request, then SIGTERM stops every rank.
+step "mpirun -np 2 expertmesh serve -m $QMODEL --port 0 --parallel 2 -c 512"
+SERVE_LOG="$OUT/serve.log"
+"${EM_MPIRUN[@]}" -np 2 "$EM" serve -m "$QMODEL" --port 0 --parallel 2 -c 512 2>"$SERVE_LOG" &
+SERVE_PID=$!
+URL=""
+for _ in $(seq 1 300); do
+  URL=$(sed -n 's/^serve: listening on //p' "$SERVE_LOG" | head -n 1)
+  [[ -n "$URL" ]] && break
+  kill -0 "$SERVE_PID" 2>/dev/null || break
+  sleep 0.1
+done
+if [[ -z "$URL" ]]; then
+  cat "$SERVE_LOG" >&2
+  echo "quickstart: serve did not start" >&2
+  exit 1
+fi
+echo "POST $URL/v1/chat/completions"
+curl -sS "$URL/v1/chat/completions" -H 'Content-Type: application/json' \
+  -d '{"messages":[{"role":"user","content":"Hello"}],"max_tokens":16,"temperature":0}'
+echo
+kill -TERM "$SERVE_PID"
+wait "$SERVE_PID" || true
+
 step "quick start done: binary $EM, model $MODEL"
 echo "next: ./launch/test.sh runs the test suite"
