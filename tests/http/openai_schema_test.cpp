@@ -27,7 +27,7 @@ TEST(OpenAiRequest, ChatParsesEveryField) {
        "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"x\":1}"}}]},
       {"role": "tool", "tool_call_id": "c1", "content": "42"}],
     "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "b": 1, "a": 2}}}],
-    "stream": true, "stream_options": {"include_usage": true},
+    "stream": true, "stream_options": {"include_usage": true}, "ignore_eos": true,
     "max_tokens": 64, "temperature": 0.5, "top_p": 0.9, "top_k": 40, "min_p": 0.05, "seed": 7,
     "stop": ["\n\n", "END"], "logprobs": true, "top_logprobs": 3, "n": 1,
     "chat_template_kwargs": {"enable_thinking": false}})",
@@ -45,6 +45,7 @@ TEST(OpenAiRequest, ChatParsesEveryField) {
   EXPECT_EQ(r->messages[3].tool_call_id, "c1");
   EXPECT_TRUE(r->gen.stream);
   EXPECT_TRUE(r->gen.include_usage);
+  EXPECT_TRUE(r->gen.ignore_eos);
   EXPECT_EQ(r->gen.n_predict, 64);
   EXPECT_DOUBLE_EQ(*r->gen.temperature, 0.5);
   EXPECT_DOUBLE_EQ(*r->gen.top_p, 0.9);
@@ -95,6 +96,7 @@ TEST(OpenAiRequest, ErrorsNameTheFieldAndType) {
   EXPECT_EQ(chat(R"(,"seed":-5)"), "\"seed\" must be -1 or an integer in [0, 4294967295]");
   EXPECT_EQ(chat(R"(,"max_tokens":"5")"), "\"max_tokens\" must be an integer");
   EXPECT_EQ(chat(R"(,"stream":"yes")"), "\"stream\" must be a boolean");
+  EXPECT_EQ(chat(R"(,"ignore_eos":1)"), "\"ignore_eos\" must be a boolean");
   EXPECT_EQ(chat(R"(,"stream_options":5)"), "\"stream_options\" must be an object");
   EXPECT_EQ(chat(R"(,"stream_options":{"include_usage":1})"), "\"stream_options.include_usage\" must be a boolean");
   EXPECT_EQ(chat(R"(,"stop":5)"), "\"stop\" must be a string or an array of strings");

@@ -461,6 +461,18 @@ TEST(HttpServer, ErrorsAreJsonNamingTheField) {
   EXPECT_EQ(s8, 200) << j8.dump();
 }
 
+// Polls /slots until slot 0 is not processing (true) or 20 s pass (false).
+bool slot0_goes_idle(const TestServer& srv) {
+  const auto t0 = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20)) {
+    auto [st, body] = srv.get("/slots");
+    if (st != 200) return false;
+    if (Json::parse(body)[0]["is_processing"] == false) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
 TEST(HttpServer, ClientDisconnectFreesTheSlot) {
   TestServer srv(1, 2048);
   auto cli = srv.client();
@@ -478,15 +490,7 @@ TEST(HttpServer, ClientDisconnectFreesTheSlot) {
   cli.reset();  // the socket is closed
 
   // The slot goes idle well before 2000 tokens could have been generated, by cancellation.
-  const auto t0 = std::chrono::steady_clock::now();
-  bool idle = false;
-  while (!idle && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20)) {
-    auto [st, body] = srv.get("/slots");
-    ASSERT_EQ(st, 200);
-    idle = Json::parse(body)[0]["is_processing"] == false;
-    if (!idle) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  EXPECT_TRUE(idle);
+  EXPECT_TRUE(slot0_goes_idle(srv));
   auto [ms, metrics] = srv.get("/metrics");
   EXPECT_EQ(metric(metrics, "expertmesh:requests_cancelled_total"), 1);
   EXPECT_LT(metric(metrics, "llamacpp:tokens_predicted_total"), 2000);
@@ -495,6 +499,42 @@ TEST(HttpServer, ClientDisconnectFreesTheSlot) {
   auto [st, j] = srv.post("/v1/completions", Json{{"prompt", "Once"}, {"max_tokens", 4}, {"temperature", 0}}.dump());
   EXPECT_EQ(st, 200) << j.dump();
   EXPECT_EQ(j["usage"]["completion_tokens"].get<int>() <= 4, true);
+}
+
+// Non-streaming requests that outlast plain_wait go out as chunked JSON with heartbeat spaces:
+// the answer equals the plain one (JSON allows the leading whitespace), and a client that gives
+// up is noticed at the next heartbeat, which frees its slot.
+TEST(HttpServer, SlowNonStreamingAnswersAndDisconnects) {
+  HttpServerOptions ho;
+  ho.plain_wait = std::chrono::milliseconds(0);
+  ho.heartbeat = std::chrono::milliseconds(2);
+  TestServer srv(1, 2048, ho);
+  const Json body{{"prompt", "Once upon a time"}, {"max_tokens", 48}, {"temperature", 0.8}, {"seed", 9}};
+  auto [st, j] = srv.post("/v1/completions", body.dump());
+  ASSERT_EQ(st, 200) << j.dump();
+  EXPECT_EQ(j["usage"]["completion_tokens"], 48);
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+  TestServer quick(1, 2048);  // the same request answered in one plain body
+  auto [st2, j2] = quick.post("/v1/completions", body.dump());
+  ASSERT_EQ(st2, 200);
+  EXPECT_EQ(j["choices"][0]["text"], j2["choices"][0]["text"]);
+
+  // A client that leaves after the first heartbeat bytes: the slot frees long before 2000 tokens.
+  {
+    auto cli = srv.client();
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.set_header("Content-Type", "application/json");
+    req.body = Json{{"prompt", "Once upon a time"}, {"max_tokens", 2000}, {"temperature", 1.0}, {"seed", 3}}.dump();
+    int chunks = 0;
+    req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++chunks < 2; };
+    EXPECT_FALSE(cli->send(req)) << "the client aborted the response";
+  }
+  EXPECT_TRUE(slot0_goes_idle(srv));
+  auto [ms, metrics] = srv.get("/metrics");
+  EXPECT_EQ(metric(metrics, "expertmesh:requests_cancelled_total"), 1) << metrics;
+  EXPECT_LT(metric(metrics, "llamacpp:tokens_predicted_total"), 48 + 2000) << metrics;
 }
 
 TEST(HttpServerAuth, ConstantTimeCompareIsExact) {

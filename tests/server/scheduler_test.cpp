@@ -332,11 +332,17 @@ TEST(TextStream, StopStringsAreNeverSentAcrossPieceBoundaries) {
     sent += ts.flush();
     size_t first = std::string::npos;
     std::string first_word;
-    for (const auto& s : stop)
-      if (text.find(s) < first) first = text.find(s), first_word = s;
+    for (const auto& s : stop) {
+      if (text.find(s) < first) {
+        first = text.find(s);
+        first_word = s;
+      }
+    }
     EXPECT_EQ(hit, first != std::string::npos);
     EXPECT_EQ(sent, text.substr(0, first)) << text;
-    if (hit) EXPECT_EQ(word, first_word);
+    if (hit) {
+      EXPECT_EQ(word, first_word);
+    }
   }
 }
 

@@ -147,6 +147,8 @@ Status parse_generation(const Fields& f, GenerationParams& g, const ApiLimits& l
   EM_RETURN_IF_ERROR(parse_stop(f, g, lim));
   EM_ASSIGN_OR_RETURN(auto stream, f.boolean("stream"));
   g.stream = stream.value_or(false);
+  EM_ASSIGN_OR_RETURN(auto ignore_eos, f.boolean("ignore_eos"));  // the peer's extension
+  g.ignore_eos = ignore_eos.value_or(false);
   if (const Json* so = f.get("stream_options")) {
     if (!so->is_object()) return field_error(f.name("stream_options"), "must be an object");
     Fields sf(*so, f.name("stream_options") + ".");

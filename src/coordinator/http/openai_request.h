@@ -47,6 +47,7 @@ struct GenerationParams {
   int32_t n_probs = 0;  // top alternatives per token to report; 0: no logprobs
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
+  bool ignore_eos = false;     // the peer's extension: generate through end-of-generation tokens
 };
 
 struct ToolCall {

@@ -26,6 +26,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -56,6 +57,11 @@ struct HttpServerOptions {
   std::string model_path;   // /props
   http::Json model_meta = http::Json::object();  // /v1/models "meta" (n_vocab, n_ctx_train, ...)
   int n_http_threads = 0;                        // 0: enough for every slot to stream plus some spare
+  // Non-streaming generations not done within plain_wait become a chunked JSON response with a
+  // space every heartbeat until the body: httplib 0.11 gives a handler no socket, so only a
+  // failed write shows that the client left (and frees its slot).
+  std::chrono::milliseconds plain_wait{2000};
+  std::chrono::milliseconds heartbeat{1000};
 };
 
 // Counters the HTTP layer keeps itself (the Scheduler counts tokens and requests it ran).

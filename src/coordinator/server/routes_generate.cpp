@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <httplib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <ctime>
@@ -88,26 +89,74 @@ struct Collected {
   GenerationEvent end;  // kDone or kError
 };
 
-Collected collect(Job& job) {
-  Collected c;
+// Adds one event to `c`; true when it ended the request (kDone or kError).
+bool absorb(Job& job, Collected& c, GenerationEvent ev) {
+  if (ev.kind == GenerationEvent::Kind::kToken) {
+    c.text += ev.text;
+    c.probs.insert(c.probs.end(), ev.probs.begin(), ev.probs.end());
+    return false;
+  }
+  job.finished = true;
+  c.end = std::move(ev);
+  return true;
+}
+
+// Collects events until the request ends (true) or `deadline` passes (false). A stopping
+// server ends it with kAborted.
+bool collect_until(Job& job, Collected& c, std::chrono::steady_clock::time_point deadline) {
   for (;;) {
-    std::optional<GenerationEvent> ev = job.ch->pop(kPollInterval);
-    if (!ev) {
-      if (!job.stopping->load()) continue;
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    std::optional<GenerationEvent> ev = job.ch->pop(std::clamp(left, std::chrono::milliseconds(0), kPollInterval));
+    if (ev) {
+      if (absorb(job, c, std::move(*ev))) return true;
+      continue;
+    }
+    if (job.stopping->load()) {
       job.abandon();
       c.end.kind = GenerationEvent::Kind::kError;
       c.end.error = Status::Aborted("the server is stopping");
-      return c;
+      return true;
     }
-    if (ev->kind == GenerationEvent::Kind::kToken) {
-      c.text += ev->text;
-      c.probs.insert(c.probs.end(), ev->probs.begin(), ev->probs.end());
-      continue;
-    }
-    job.finished = true;
-    c.end = std::move(*ev);
-    return c;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
   }
+}
+
+// The JSON body of a finished non-streaming request (its end is kDone).
+using BodyFn = std::function<Json(Collected&)>;
+
+void send_collected(httplib::Response& res, Collected& c, const BodyFn& body) {
+  if (c.end.kind == GenerationEvent::Kind::kError) return send_submit_error(res, c.end.error);
+  send_json(res, body(c));
+}
+
+// Answers a non-streaming request. An answer ready within opt.plain_wait goes out as one JSON
+// body with its status. A longer one becomes a chunked application/json response: a space every
+// opt.heartbeat while it is computed (JSON allows leading whitespace), then the body. A failed
+// heartbeat means the client left: the request is cancelled and its slot freed. An error in
+// that phase is sent as the error body (the 200 status is already on the wire).
+void respond_plain(const HttpServerOptions& opt, httplib::Response& res, std::shared_ptr<Job> job, BodyFn body) {
+  auto c = std::make_shared<Collected>();
+  if (collect_until(*job, *c, std::chrono::steady_clock::now() + opt.plain_wait)) return send_collected(res, *c, body);
+  const std::chrono::milliseconds heartbeat = opt.heartbeat;
+  res.set_chunked_content_provider(
+      "application/json",
+      [job, c, body, heartbeat](size_t, httplib::DataSink& sink) {
+        const bool ended = collect_until(*job, *c, std::chrono::steady_clock::now() + heartbeat);
+        std::string bytes = " ";
+        if (ended)
+          bytes = http::dump_json(c->end.kind == GenerationEvent::Kind::kError
+                                      ? http::error_body(http::api_error_from_status(c->end.error))
+                                      : body(*c));
+        if (!sink.write(bytes.data(), bytes.size())) {
+          if (!ended) job->counters->disconnects.fetch_add(1);
+          job->abandon();
+          return false;
+        }
+        if (ended) sink.done();
+        return true;
+      },
+      [job](bool) { job->abandon(); });
 }
 
 // Turns the events of one stream into SSE bytes; called on the HTTP thread in event order.
@@ -168,6 +217,7 @@ GenerationRequest make_request(const HttpServerOptions& opt, const http::Generat
   }
   r.stop = g.stop;
   r.n_probs = g.n_probs;
+  r.ignore_eos = g.ignore_eos;
   return r;
 }
 
@@ -216,18 +266,18 @@ void HttpServer::Routes::chat_completions(HttpServer& s, const httplib::Request&
   http::ResponseMeta meta = make_meta("chatcmpl-", cr.model, s.opt_.model_alias);
   const bool want_lp = cr.logprobs;
 
-  if (!cr.gen.stream) {
-    Collected c = collect(*job);
-    if (c.end.kind == GenerationEvent::Kind::kError) return send_submit_error(res, c.end.error);
-    meta.timings = c.end.timings;
-    http::ChatResult r;
-    r.content = std::move(c.text);
-    r.finish = c.end.finish;
-    r.usage = usage_of(c.end);
-    r.want_logprobs = want_lp;
-    if (want_lp) r.logprobs = std::move(c.probs);
-    return send_json(res, http::chat_completion_json(meta, r));
-  }
+  if (!cr.gen.stream)
+    return respond_plain(s.opt_, res, job, [meta, want_lp](Collected& c) {
+      http::ResponseMeta m = meta;
+      m.timings = c.end.timings;
+      http::ChatResult r;
+      r.content = std::move(c.text);
+      r.finish = c.end.finish;
+      r.usage = usage_of(c.end);
+      r.want_logprobs = want_lp;
+      if (want_lp) r.logprobs = std::move(c.probs);
+      return http::chat_completion_json(m, r);
+    });
   const bool include_usage = cr.gen.include_usage;
   auto first = std::make_shared<bool>(true);
   stream_response(res, job, [meta, want_lp, include_usage, first](const GenerationEvent& ev) mutable {
@@ -285,12 +335,12 @@ void HttpServer::Routes::oai_completions(HttpServer& s, const httplib::Request& 
   http::ResponseMeta meta = make_meta("cmpl-", cr.model, s.opt_.model_alias);
   const bool want_lp = cr.gen.n_probs > 0;
 
-  if (!cr.gen.stream) {
-    Collected c = collect(*job);
-    if (c.end.kind == GenerationEvent::Kind::kError) return send_submit_error(res, c.end.error);
-    meta.timings = c.end.timings;
-    return send_json(res, http::text_completion_json(meta, c.text, c.end.finish, usage_of(c.end), c.probs, want_lp));
-  }
+  if (!cr.gen.stream)
+    return respond_plain(s.opt_, res, job, [meta, want_lp](Collected& c) {
+      http::ResponseMeta m = meta;
+      m.timings = c.end.timings;
+      return http::text_completion_json(m, c.text, c.end.finish, usage_of(c.end), c.probs, want_lp);
+    });
   const bool include_usage = cr.gen.include_usage;
   stream_response(res, job, [meta, want_lp, include_usage](const GenerationEvent& ev) {
     if (ev.kind == GenerationEvent::Kind::kToken) {
@@ -332,12 +382,12 @@ void HttpServer::Routes::native_completion(HttpServer& s, const httplib::Request
   std::shared_ptr<Job> job = std::move(cj.job);
   http::ResponseMeta meta = make_meta("cmpl-", cr.model, s.opt_.model_alias);
 
-  if (!cr.gen.stream) {
-    Collected c = collect(*job);
-    if (c.end.kind == GenerationEvent::Kind::kError) return send_submit_error(res, c.end.error);
-    meta.timings = c.end.timings;
-    return send_json(res, http::native_completion_json(meta, native_of(c.end, std::move(c.text), std::move(c.probs))));
-  }
+  if (!cr.gen.stream)
+    return respond_plain(s.opt_, res, job, [meta](Collected& c) {
+      http::ResponseMeta m = meta;
+      m.timings = c.end.timings;
+      return http::native_completion_json(m, native_of(c.end, std::move(c.text), std::move(c.probs)));
+    });
   // The peer's native stream: {"content": piece, "stop": false} frames, then the full final
   // object with "stop": true and empty content; no [DONE].
   stream_response(res, job, [meta](const GenerationEvent& ev) {
