@@ -21,6 +21,7 @@
 #include <random>
 
 #include "cli/commands.h"
+#include "cli/compat_flags.h"
 #include "cli/engine_setup.h"
 #include "cli/flags.h"
 #include "coordinator/quantize/presets.h"
@@ -134,12 +135,15 @@ Status cmd_bench(RankContext& ctx, const std::vector<std::string>& args) {
   fs.add_int({"-t", "--threads"}, &threads, "N", "compute threads");
   add_kv_cache_flags(fs, &eo);
   placement::add_placement_flags(fs, &pf);
+  PeerCompatFlags compat;
+  add_peer_compat_flags(fs, &compat);
   add_runtime_flags(fs, &rf);
   EM_RETURN_IF_ERROR(fs.parse(args));
   if (fs.help_requested()) {
     if (ctx.is_root()) std::printf("%s", fs.usage().c_str());
     return Status::Ok();
   }
+  note_peer_compat_flags(ctx, "bench", compat);
   if (model_path.empty()) return Status::InvalidArgument("-m: a model is required");
   if (n_prompt < 0) return Status::InvalidArgument(fmt::format("-p: must be >= 0, got {}", n_prompt));
   if (n_gen < 0) return Status::InvalidArgument(fmt::format("-n: must be >= 0, got {}", n_gen));
@@ -157,6 +161,7 @@ Status cmd_bench(RankContext& ctx, const std::vector<std::string>& args) {
       bos = static_cast<int32_t>(*b);
   }
   eo.n_threads = threads;
+  if (compat.no_mmap) eo.weights = worker::WeightSource::kRead;
   eo.n_ctx = std::max<int64_t>({n_prompt, n_gen, 1});
   EM_ASSIGN_OR_RETURN(EngineSetup setup, setup_engine(ctx, std::move(model_owned), pf, eo));
   EM_RETURN_IF_ERROR(run_lockstep(ctx, setup, [&]() -> Status {

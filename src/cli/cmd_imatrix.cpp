@@ -14,6 +14,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "cli/compat_flags.h"
 #include "cli/engine_setup.h"
 #include "cli/flags.h"
 #include "coordinator/imatrix/imatrix.h"
@@ -64,6 +65,8 @@ Status cmd_imatrix(RankContext& ctx, const std::vector<std::string>& args) {
   FlagSet fs("imatrix", "importance matrix of a model's weights on a calibration text (llama-imatrix)");
   add_imatrix_flags(fs, opt, model_path, threads, no_ppl);
   placement::add_placement_flags(fs, &pf);
+  PeerCompatFlags compat;
+  add_peer_compat_flags(fs, &compat, CompatScope{false, false});
   add_runtime_flags(fs, &rf);
   EM_RETURN_IF_ERROR(fs.parse(args));
   opt.compute_ppl = !no_ppl;
@@ -71,6 +74,7 @@ Status cmd_imatrix(RankContext& ctx, const std::vector<std::string>& args) {
     if (ctx.is_root()) std::printf("%s", fs.usage().c_str());
     return Status::Ok();
   }
+  note_peer_compat_flags(ctx, "imatrix", compat);
   if (opt.text_file.empty() && opt.in_files.empty())
     return Status::InvalidArgument("-f: a calibration text is required (or --in-file files to merge)");
   if (!opt.text_file.empty() && model_path.empty()) return Status::InvalidArgument("-m: a model is required");
@@ -87,6 +91,7 @@ Status cmd_imatrix(RankContext& ctx, const std::vector<std::string>& args) {
   EM_RETURN_IF_ERROR(ctx.agree(tok.status()));
   worker::EngineOptions eo;
   eo.n_threads = threads;
+  if (compat.no_mmap) eo.weights = worker::WeightSource::kRead;
   eo.n_ctx = geometry.n_ctx;
   EM_ASSIGN_OR_RETURN(EngineSetup setup, setup_engine(ctx, std::move(model), pf, eo));
   if (ctx.is_root()) {

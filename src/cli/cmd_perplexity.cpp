@@ -11,6 +11,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "cli/compat_flags.h"
 #include "cli/engine_setup.h"
 #include "cli/flags.h"
 #include "coordinator/kld.h"
@@ -49,12 +50,15 @@ Status cmd_perplexity(RankContext& ctx, const std::vector<std::string>& args) {
   fs.add_string({"--dump-activations"}, &dump_dir, "DIR",
                 "write the first chunk's per-layer intermediates (raw f32 + index.json)");
   placement::add_placement_flags(fs, &pf);
+  PeerCompatFlags compat;
+  add_peer_compat_flags(fs, &compat);
   add_runtime_flags(fs, &rf);
   EM_RETURN_IF_ERROR(fs.parse(args));
   if (fs.help_requested()) {
     if (ctx.is_root()) std::printf("%s", fs.usage().c_str());
     return Status::Ok();
   }
+  note_peer_compat_flags(ctx, "perplexity", compat);
   if (model_path.empty()) return Status::InvalidArgument("-m: a model is required");
   if (kl && opt.kld_base_file.empty())
     return Status::InvalidArgument("--kl-divergence needs --kl-divergence-base FILE");
@@ -64,6 +68,7 @@ Status cmd_perplexity(RankContext& ctx, const std::vector<std::string>& args) {
 
   EM_ASSIGN_OR_RETURN(auto model, load_model_agreed(ctx, model_path));
   eo.n_threads = threads;
+  if (compat.no_mmap) eo.weights = worker::WeightSource::kRead;
   eo.n_ctx = opt.n_ctx;
   EM_ASSIGN_OR_RETURN(EngineSetup setup, setup_engine(ctx, std::move(model), pf, eo));
   int64_t n_tokens = 0;

@@ -25,6 +25,7 @@
 #include <random>
 
 #include "cli/commands.h"
+#include "cli/compat_flags.h"
 #include "cli/engine_setup.h"
 #include "cli/flags.h"
 #include "model/model.h"
@@ -85,12 +86,15 @@ Status cmd_run(RankContext& ctx, const std::vector<std::string>& args) {
   fs.add_int({"-c", "--ctx-size"}, &n_ctx, "N", "context size (default 0 = min(n_ctx_train, prompt + n))");
   add_kv_cache_flags(fs, &eo);
   placement::add_placement_flags(fs, &pf);
+  PeerCompatFlags compat;
+  add_peer_compat_flags(fs, &compat);
   add_runtime_flags(fs, &rf);
   EM_RETURN_IF_ERROR(fs.parse(args));
   if (fs.help_requested()) {
     if (ctx.is_root()) std::printf("%s", fs.usage().c_str());
     return Status::Ok();
   }
+  note_peer_compat_flags(ctx, "run", compat);
   if (model_path.empty()) return Status::InvalidArgument("-m: a model is required");
   if (prompt.empty()) return Status::InvalidArgument("-p: a prompt is required");
   if (threads <= 0) return Status::InvalidArgument(fmt::format("-t: must be > 0, got {}", threads));
@@ -118,6 +122,7 @@ Status cmd_run(RankContext& ctx, const std::vector<std::string>& args) {
     return Status::InvalidArgument(
         fmt::format("-p: the prompt has {} tokens, more than the context size {} (-c)", n_prompt, n_ctx));
   eo.n_threads = threads;
+  if (compat.no_mmap) eo.weights = worker::WeightSource::kRead;
   eo.n_ctx = n_ctx;
   EM_ASSIGN_OR_RETURN(EngineSetup setup, setup_engine(ctx, std::move(model), pf, eo));
   Generation g{tok.get(), prompt_ids, n_predict, model_path, threads, {}, 0};

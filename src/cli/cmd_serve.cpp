@@ -32,6 +32,7 @@
 #include <thread>
 
 #include "cli/commands.h"
+#include "cli/compat_flags.h"
 #include "cli/engine_setup.h"
 #include "cli/flags.h"
 #include "coordinator/server/auth.h"
@@ -221,11 +222,14 @@ Status cmd_serve(RankContext& ctx, const std::vector<std::string>& args) {
   register_flags(fs, f);
   add_kv_cache_flags(fs, &eo);
   placement::add_placement_flags(fs, &pf);
+  PeerCompatFlags compat;
+  add_peer_compat_flags(fs, &compat, CompatScope{true, true});
   EM_RETURN_IF_ERROR(fs.parse(args));
   if (fs.help_requested()) {
     if (ctx.is_root()) std::printf("%s", fs.usage().c_str());
     return Status::Ok();
   }
+  note_peer_compat_flags(ctx, "serve", compat);
   EM_RETURN_IF_ERROR(validate(f));
   // Files named by flags are read on every rank and the outcome agreed, so a rank that cannot
   // read one fails the job instead of leaving the others in a collective.
@@ -285,6 +289,7 @@ Status cmd_serve(RankContext& ctx, const std::vector<std::string>& args) {
     return Status::InvalidArgument(fmt::format("-c: {} over {} slots leaves {} positions per slot (need >= 8)", f.n_ctx,
                                                f.n_parallel, n_ctx_slot));
   eo.n_threads = f.threads;
+  if (compat.no_mmap) eo.weights = worker::WeightSource::kRead;
   eo.n_ctx = n_ctx_slot;
   eo.n_seq = f.n_parallel;
 

@@ -1,13 +1,19 @@
 #include "cli/flags.h"
 
+#include <fmt/format.h>
+
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
 
-#include <fmt/format.h>
-
 namespace expertmesh::cli {
+
 namespace {
+
+// "-x"/"--xx" but not a negative number ("-1", "-.5").
+bool looks_like_a_flag(const std::string& a) {
+  return a.size() > 1 && a[0] == '-' && !(std::isdigit(static_cast<unsigned char>(a[1])) || a[1] == '.');
+}
 
 std::string join_names(const std::vector<std::string>& names) {
   std::string s;
@@ -43,35 +49,34 @@ void FlagSet::add_int(std::vector<std::string> names, int64_t* dst, std::string 
 void FlagSet::add_int(std::vector<std::string> names, int* dst, std::string metavar, std::string help,
                       std::string env) {
   std::string flag = names.front();
-  flags_.push_back({std::move(names), std::move(metavar), std::move(help), std::move(env),
-                    [dst, flag](const std::string& v) {
-                      int64_t x = 0;
-                      EM_RETURN_IF_ERROR(parse_int64(flag, v, &x));
-                      if (x < INT32_MIN || x > INT32_MAX)
-                        return Status::InvalidArgument(fmt::format("{}: value {} out of range", flag, v));
-                      *dst = static_cast<int>(x);
-                      return Status::Ok();
-                    }});
+  flags_.push_back(
+      {std::move(names), std::move(metavar), std::move(help), std::move(env), [dst, flag](const std::string& v) {
+         int64_t x = 0;
+         EM_RETURN_IF_ERROR(parse_int64(flag, v, &x));
+         if (x < INT32_MIN || x > INT32_MAX)
+           return Status::InvalidArgument(fmt::format("{}: value {} out of range", flag, v));
+         *dst = static_cast<int>(x);
+         return Status::Ok();
+       }});
 }
 
 void FlagSet::add_float(std::vector<std::string> names, double* dst, std::string metavar, std::string help,
                         std::string env) {
   std::string flag = names.front();
-  flags_.push_back({std::move(names), std::move(metavar), std::move(help), std::move(env),
-                    [dst, flag](const std::string& v) {
-                      char* end = nullptr;
-                      double x = std::strtod(v.c_str(), &end);
-                      if (v.empty() || end != v.c_str() + v.size() || !std::isfinite(x))
-                        return Status::InvalidArgument(fmt::format("{}: expected a number, got '{}'", flag, v));
-                      *dst = x;
-                      return Status::Ok();
-                    }});
+  flags_.push_back(
+      {std::move(names), std::move(metavar), std::move(help), std::move(env), [dst, flag](const std::string& v) {
+         char* end = nullptr;
+         double x = std::strtod(v.c_str(), &end);
+         if (v.empty() || end != v.c_str() + v.size() || !std::isfinite(x))
+           return Status::InvalidArgument(fmt::format("{}: expected a number, got '{}'", flag, v));
+         *dst = x;
+         return Status::Ok();
+       }});
 }
 
 void FlagSet::add_string(std::vector<std::string> names, std::string* dst, std::string metavar, std::string help,
                          std::string env) {
-  flags_.push_back({std::move(names), std::move(metavar), std::move(help), std::move(env),
-                    [dst](const std::string& v) {
+  flags_.push_back({std::move(names), std::move(metavar), std::move(help), std::move(env), [dst](const std::string& v) {
                       *dst = v;
                       return Status::Ok();
                     }});
@@ -88,6 +93,11 @@ void FlagSet::add_list(std::vector<std::string> names, std::vector<std::string>*
 void FlagSet::add_custom(std::vector<std::string> names, std::string metavar, std::string help,
                          std::function<Status(const std::string&)> handler) {
   flags_.push_back({std::move(names), std::move(metavar), std::move(help), "", std::move(handler)});
+}
+
+void FlagSet::add_custom_optional(std::vector<std::string> names, std::string metavar, std::string help,
+                                  std::function<Status(const std::string&)> handler) {
+  flags_.push_back({std::move(names), "[" + metavar + "]", std::move(help), "", std::move(handler), true});
 }
 
 void FlagSet::positional(std::string metavar, std::string* dst, std::string help, bool required) {
@@ -127,9 +137,7 @@ Status FlagSet::parse(const std::vector<std::string>& args) {
       help_ = true;
       continue;
     }
-    bool looks_like_flag = !only_positional && a.size() > 1 && a[0] == '-' &&
-                           !(std::isdigit(static_cast<unsigned char>(a[1])) || a[1] == '.');
-    if (looks_like_flag) {
+    if (!only_positional && looks_like_a_flag(a)) {
       std::string name = a, value;
       bool has_value = false;
       size_t eq = a.find('=');
@@ -139,7 +147,14 @@ Status FlagSet::parse(const std::vector<std::string>& args) {
         has_value = true;
       }
       const Flag* f = find(name);
-      if (!f) return Status::InvalidArgument(fmt::format("{}: unknown flag '{}' (see {} --help)", command_, name, command_));
+      if (!f)
+        return Status::InvalidArgument(fmt::format("{}: unknown flag '{}' (see {} --help)", command_, name, command_));
+      if (f->optional_value && !has_value) {
+        const bool next_is_value = i + 1 < args.size() && !looks_like_a_flag(args[i + 1]);
+        if (next_is_value) value = args[++i];
+        EM_RETURN_IF_ERROR(f->set(value));
+        continue;
+      }
       if (!f->metavar.empty() && !has_value) {
         if (i + 1 >= args.size())
           return Status::InvalidArgument(fmt::format("{}: missing value {} for flag {}", command_, f->metavar, name));
@@ -155,8 +170,8 @@ Status FlagSet::parse(const std::vector<std::string>& args) {
   if (help_) return Status::Ok();
   for (size_t i = npos; i < positionals_.size(); ++i)
     if (positionals_[i].required)
-      return Status::InvalidArgument(fmt::format("{}: missing argument {} (see {} --help)", command_,
-                                                 positionals_[i].metavar, command_));
+      return Status::InvalidArgument(
+          fmt::format("{}: missing argument {} (see {} --help)", command_, positionals_[i].metavar, command_));
   return Status::Ok();
 }
 

@@ -24,15 +24,22 @@ class FlagSet {
   FlagSet(std::string command, std::string summary) : command_(std::move(command)), summary_(std::move(summary)) {}
 
   void add_bool(std::vector<std::string> names, bool* dst, std::string help, std::string env = "");
-  void add_int(std::vector<std::string> names, int64_t* dst, std::string metavar, std::string help, std::string env = "");
+  void add_int(std::vector<std::string> names, int64_t* dst, std::string metavar, std::string help,
+               std::string env = "");
   void add_int(std::vector<std::string> names, int* dst, std::string metavar, std::string help, std::string env = "");
-  void add_float(std::vector<std::string> names, double* dst, std::string metavar, std::string help, std::string env = "");
-  void add_string(std::vector<std::string> names, std::string* dst, std::string metavar, std::string help, std::string env = "");
+  void add_float(std::vector<std::string> names, double* dst, std::string metavar, std::string help,
+                 std::string env = "");
+  void add_string(std::vector<std::string> names, std::string* dst, std::string metavar, std::string help,
+                  std::string env = "");
   // Repeatable flag: each occurrence appends.
   void add_list(std::vector<std::string> names, std::vector<std::string>* dst, std::string metavar, std::string help);
   // Custom handler for values that need validation at parse time (e.g. type names).
   void add_custom(std::vector<std::string> names, std::string metavar, std::string help,
                   std::function<Status(const std::string&)> handler);
+  // Like add_custom, but the value may be left out ("-fa" as well as "-fa on"): the next
+  // argument is taken as the value only when it does not look like a flag; else "" is passed.
+  void add_custom_optional(std::vector<std::string> names, std::string metavar, std::string help,
+                           std::function<Status(const std::string&)> handler);
 
   // Positional arguments in order; `required` ones must be present.
   void positional(std::string metavar, std::string* dst, std::string help, bool required = true);
@@ -51,6 +58,7 @@ class FlagSet {
     std::string help;
     std::string env;
     std::function<Status(const std::string&)> set;
+    bool optional_value = false;
   };
   struct Positional {
     std::string metavar;

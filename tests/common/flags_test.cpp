@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "cli/compat_flags.h"
+
 namespace expertmesh::cli {
 namespace {
 
@@ -272,6 +274,51 @@ TEST(Flags, ArgcArgvOverload) {
   ASSERT_TRUE(fs.parse(2, argv).ok());
   EXPECT_EQ(o.threads, 5);
   EXPECT_EQ(o.file, "in.gguf");
+}
+
+// The peer's runtime flags: a real llama-server command line parses, every flag without effect
+// is named with its reason, values are checked like the peer checks them, and "-fa" works with
+// and without a value.
+TEST(PeerCompatFlags, AcceptsAUsersLlamaServerCommandLine) {
+  FlagSet fs("serve", "test");
+  int threads = 1;
+  fs.add_int({"-t", "--threads"}, &threads, "N", "threads");
+  PeerCompatFlags c;
+  add_peer_compat_flags(fs, &c, CompatScope{true, true});
+  const std::vector<std::string> args = {
+      "-ngl", "99", "-fa", "-fmoe",   "-rtr", "-mla", "3",   "-amb",  "512",    "-ub",        "4096",   "--no-mmap",
+      "-t",   "8",  "-cb", "--jinja", "-fa",  "on",   "-sm", "graph", "--numa", "distribute", "-ncmoe", "10"};
+  Status s = fs.parse(args);
+  ASSERT_TRUE(s.ok()) << s.to_string();
+  EXPECT_EQ(threads, 8);
+  EXPECT_TRUE(c.no_mmap);
+  ASSERT_EQ(c.inert.size(), 13u);
+  EXPECT_EQ(c.inert[0].rfind("-ngl 99 (GPU offload", 0), 0u) << c.inert[0];
+  EXPECT_EQ(c.inert[1].rfind("-fa (", 0), 0u) << c.inert[1];  // no value: the next was a flag
+  EXPECT_EQ(c.inert[2].rfind("-fmoe (", 0), 0u) << c.inert[2];
+  EXPECT_EQ(c.inert[9].rfind("-fa on (", 0), 0u) << c.inert[9];
+}
+
+TEST(PeerCompatFlags, BadValuesNameTheFlag) {
+  auto parse = [](std::vector<std::string> args, CompatScope scope = {}) {
+    FlagSet fs("run", "test");
+    PeerCompatFlags c;
+    add_peer_compat_flags(fs, &c, scope);
+    return fs.parse(args);
+  };
+  EXPECT_TRUE(parse({"-fa", "auto"}).ok());
+  EXPECT_TRUE(parse({"-fa", "0,1"}).ok());  // llama-bench's lists
+  Status s = parse({"-fa", "maybe"});
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("-fa: expected on|off|auto, got 'maybe'"), std::string::npos) << s.message();
+  s = parse({"-ngl", "x"});
+  EXPECT_NE(s.message().find("-ngl: expected a non-negative integer"), std::string::npos) << s.message();
+  EXPECT_FALSE(parse({"-mla", "7"}).ok());
+  EXPECT_FALSE(parse({"-sm", "row"}).ok());  // the peer has no row split either
+  EXPECT_FALSE(parse({"-ngl"}).ok());        // a value is required
+  // Scope: -cb / --jinja only for serve; -ub only where the command has no own -ub.
+  EXPECT_FALSE(parse({"--jinja"}).ok());
+  EXPECT_FALSE(parse({"-ub", "512"}, CompatScope{false, false}).ok());
 }
 
 }  // namespace
