@@ -3,7 +3,8 @@
 //   expertmesh serve -m MODEL [--host 127.0.0.1] [--port 8080] [-c CTX] [-np/--parallel N] [-b N]
 //                    [-n N] [--api-key KEY]... [--api-key-file F] [--alias NAME]
 //                    [--chat-template NAME|JINJA] [--chat-template-file F] [-t N] [-ctk T] [-ctv T]
-//                    [--temp T] [--top-k K] [--top-p P] [--min-p P] [--metrics] [placement flags]
+//                    [--temp T] [--top-k K] [--top-p P] [--min-p P] [--metrics]
+//                    [--reasoning-format none|deepseek] [placement flags]
 //
 // Every rank maps the model and builds its engine with --parallel KV-cache sequences of
 // c / parallel positions each (the peer's per-slot context; -c 0: n_ctx_train, at most 4096,
@@ -102,6 +103,7 @@ class SignalPipe {
 
 struct ServeFlags {
   std::string model_path, alias, chat_template, chat_template_file, api_key_file;
+  std::string reasoning_format = "deepseek";
   std::vector<std::string> api_keys;
   std::string host = "127.0.0.1";
   int64_t port = 8080, n_ctx = 0, n_parallel = 1, n_batch = 512, n_predict = -1;
@@ -129,6 +131,9 @@ Status validate(const ServeFlags& f) {
     return Status::InvalidArgument("--chat-template and --chat-template-file: give one of them");
   for (const std::string& k : f.api_keys)
     if (k.empty()) return Status::InvalidArgument("--api-key: a key must not be empty");
+  if (srv::ReasoningFormat rf; !srv::parse_reasoning_format(f.reasoning_format, &rf))
+    return Status::InvalidArgument(
+        fmt::format("--reasoning-format: must be none, deepseek or auto, got '{}'", f.reasoning_format));
   return Status::Ok();
 }
 
@@ -179,6 +184,9 @@ void register_flags(FlagSet& fs, ServeFlags& f) {
   fs.add_int({"--top-k"}, &f.top_k, "K", "default top-k (default 40)");
   fs.add_float({"--top-p"}, &f.top_p, "P", "default top-p (default 0.95)");
   fs.add_float({"--min-p"}, &f.min_p, "P", "default min-p (default 0.05)");
+  fs.add_string({"--reasoning-format"}, &f.reasoning_format, "FMT",
+                "chat: none leaves <think> blocks in the content; deepseek (default; auto: the same) moves them "
+                "to reasoning_content");
   fs.add_bool({"--metrics"}, &f.metrics, "accepted for llama-server compatibility; /metrics is always on");
 }
 
@@ -308,6 +316,7 @@ Status cmd_serve(RankContext& ctx, const std::vector<std::string>& args) {
   ho.sampling.min_p = static_cast<float>(f.min_p);
   ho.model_alias = f.alias.empty() ? std::filesystem::path(f.model_path).filename().string() : f.alias;
   ho.model_path = f.model_path;
+  srv::parse_reasoning_format(f.reasoning_format, &ho.reasoning_format);  // validated above
   ho.model_meta = model_meta(*model, *tok);
 
   EM_ASSIGN_OR_RETURN(EngineSetup setup, setup_engine(ctx, std::move(model), pf, eo));

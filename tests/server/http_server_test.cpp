@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "coordinator/server/auth.h"
+#include "coordinator/server/chat_output.h"
 #include "coordinator/server/chat_prompt.h"
 #include "coordinator/server/scheduler.h"
 #include "model/model.h"
@@ -58,7 +59,9 @@ Shared& shared() {
 // Engine + Scheduler (its run() loop on a thread) + HttpServer on 127.0.0.1:<ephemeral>.
 class TestServer {
  public:
-  explicit TestServer(int n_slots, int64_t n_ctx_slot = 256, HttpServerOptions ho = {}) {
+  // `tmpl`: the chat template (default: the shared ChatML one); not owned, outlives the server.
+  explicit TestServer(int n_slots, int64_t n_ctx_slot = 256, HttpServerOptions ho = {},
+                      const chat::ChatTemplate* tmpl = nullptr) {
     Shared& s = shared();
     worker::EngineOptions eo;
     eo.n_threads = 2;
@@ -80,7 +83,7 @@ class TestServer {
     ho.host = "127.0.0.1";
     ho.port = 0;
     if (ho.model_alias.empty()) ho.model_alias = "synth-moe";
-    http_ = std::make_unique<HttpServer>(*sched_, *s.tok, *s.tmpl, ho);
+    http_ = std::make_unique<HttpServer>(*sched_, *s.tok, tmpl ? *tmpl : *s.tmpl, ho);
     Status st = http_->start();
     EXPECT_TRUE(st.ok()) << st.to_string();
   }
@@ -209,6 +212,99 @@ TEST(HttpServer, ChatNonStreamingAndStreamingAgree) {
   EXPECT_EQ(finish, j["choices"][0]["finish_reason"]);
   EXPECT_EQ(stream_usage["prompt_tokens"], usage["prompt_tokens"]);
   EXPECT_EQ(stream_usage["completion_tokens"], usage["completion_tokens"]);
+}
+
+// A template whose generation prompt opens <think> (as Qwen3's and DeepSeek-R1's do): the
+// output starts inside the reasoning. With --reasoning-format deepseek the chat route must put
+// it in reasoning_content (non-streaming and streaming alike); with none it stays content.
+TEST(HttpServer, ChatReasoningWithThinkingForcedOpen) {
+  auto tmpl = coordinator::server::resolve_chat_template(
+      "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+      "<|im_start|>assistant\n<think>\n",
+      "", "test");
+  ASSERT_TRUE(tmpl.ok()) << tmpl.status().to_string();
+  const std::string body = chat_body("Think first.", 10, false, R"("seed":7)");
+  HttpServerOptions none_opt;
+  none_opt.reasoning_format = coordinator::server::ReasoningFormat::kNone;
+  std::string raw;
+  {
+    TestServer srv(1, 256, none_opt, &*tmpl);
+    auto [st, j] = srv.post("/v1/chat/completions", body);
+    ASSERT_EQ(st, 200) << j.dump();
+    EXPECT_FALSE(j["choices"][0]["message"].contains("reasoning_content"));
+    raw = j["choices"][0]["message"]["content"];
+  }
+  ASSERT_FALSE(raw.empty());
+  coordinator::server::ChatOutputOptions forced;
+  forced.thinking_forced_open = true;
+  const coordinator::server::ChatDelta want = coordinator::server::ChatOutputParser::parse(raw, forced);
+  if (raw.find("</think>") == std::string::npos) {
+    EXPECT_TRUE(want.content.empty());  // all of it is reasoning
+  }
+
+  TestServer srv(1, 256, {}, &*tmpl);
+  auto [st, j] = srv.post("/v1/chat/completions", body);
+  ASSERT_EQ(st, 200) << j.dump();
+  const Json& msg = j["choices"][0]["message"];
+  EXPECT_EQ(msg["content"], want.content);
+  if (want.reasoning.empty()) {
+    EXPECT_FALSE(msg.contains("reasoning_content"));
+  } else {
+    EXPECT_EQ(msg["reasoning_content"], want.reasoning);
+  }
+
+  auto [sst, sbody] = srv.post_raw("/v1/chat/completions", chat_body("Think first.", 10, true, R"("seed":7)"));
+  ASSERT_EQ(sst, 200);
+  bool done = false;
+  std::string content, reasoning;
+  for (const Json& f : sse_frames(sbody, &done)) {
+    if (f["choices"].empty()) continue;
+    const Json& d = f["choices"][0]["delta"];
+    if (d.contains("content") && d["content"].is_string()) content += d["content"].get<std::string>();
+    if (d.contains("reasoning_content")) reasoning += d["reasoning_content"].get<std::string>();
+  }
+  EXPECT_TRUE(done);
+  EXPECT_EQ(content, want.content);
+  EXPECT_EQ(reasoning, want.reasoning);
+}
+
+// A request with tools answers 200 with a valid chat.completion shape, streaming or not,
+// whatever the (random) model writes: tool calls, if any, are well-formed and the finish
+// reason agrees with them.
+TEST(HttpServer, ChatWithToolsKeepsTheSchema) {
+  TestServer srv(1);
+  const std::string tools =
+      R"("tools":[{"type":"function","function":{"name":"get_weather","description":"Weather of a city",)"
+      R"("parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}}])";
+  auto [st, j] = srv.post("/v1/chat/completions", chat_body("Weather in Paris?", 12, false, tools));
+  ASSERT_EQ(st, 200) << j.dump();
+  const Json& choice = j["choices"][0];
+  const Json& msg = choice["message"];
+  EXPECT_EQ(msg["role"], "assistant");
+  EXPECT_TRUE(msg["content"].is_string() || msg["content"].is_null());
+  const std::string finish = choice["finish_reason"];
+  if (msg.contains("tool_calls")) {
+    for (const Json& c : msg["tool_calls"]) {
+      EXPECT_EQ(c["type"], "function");
+      EXPECT_TRUE(c["id"].is_string());
+      EXPECT_TRUE(c["function"]["arguments"].is_string());
+    }
+    EXPECT_TRUE(finish == "tool_calls" || finish == "length");
+  } else {
+    EXPECT_TRUE(finish == "stop" || finish == "length") << finish;
+    EXPECT_TRUE(msg["content"].is_string());
+  }
+  auto [sst, sbody] = srv.post_raw("/v1/chat/completions", chat_body("Weather in Paris?", 12, true, tools));
+  ASSERT_EQ(sst, 200);
+  bool done = false;
+  std::string streamed;
+  for (const Json& f : sse_frames(sbody, &done)) {
+    if (f["choices"].empty()) continue;
+    const Json& d = f["choices"][0]["delta"];
+    if (d.contains("content") && d["content"].is_string()) streamed += d["content"].get<std::string>();
+  }
+  EXPECT_TRUE(done);
+  EXPECT_EQ(streamed, msg["content"].is_string() ? msg["content"].get<std::string>() : std::string());
 }
 
 TEST(HttpServer, CompletionsMaxTokensUsageAndStream) {

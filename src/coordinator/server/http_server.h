@@ -35,6 +35,7 @@
 
 #include "common/status.h"
 #include "coordinator/http/openai_request.h"
+#include "coordinator/server/chat_output.h"
 #include "coordinator/server/scheduler.h"
 #include "model/chat_template/chat_template.h"
 #include "model/sampling.h"
@@ -62,6 +63,8 @@ struct HttpServerOptions {
   // failed write shows that the client left (and frees its slot).
   std::chrono::milliseconds plain_wait{2000};
   std::chrono::milliseconds heartbeat{1000};
+  // --reasoning-format: how /v1/chat/completions splits <think> blocks off the content.
+  ReasoningFormat reasoning_format = ReasoningFormat::kDeepseek;
 };
 
 // Counters the HTTP layer keeps itself (the Scheduler counts tokens and requests it ran).

@@ -14,6 +14,7 @@
 #include <random>
 
 #include "coordinator/http/openai_response.h"
+#include "coordinator/server/chat_output.h"
 #include "coordinator/server/chat_prompt.h"
 #include "coordinator/server/event_channel.h"
 #include "coordinator/server/routes.h"
@@ -252,6 +253,17 @@ std::shared_ptr<Job> submit_job(Scheduler& sched, HttpCounters& counters, const 
   return job;
 }
 
+// True when the rendered prompt ends inside an opened <think> (the template forced thinking
+// open): the generation then starts in the reasoning and only </think> will appear.
+bool prompt_opens_thinking(const Tokenizer& tok, const std::vector<int32_t>& prompt) {
+  constexpr size_t kTail = 16;  // <think> is one special token, or several plain ones, then "\n"
+  const size_t n = std::min(prompt.size(), kTail);
+  std::string tail = tok.decode(std::vector<int32_t>(prompt.end() - static_cast<std::ptrdiff_t>(n), prompt.end()));
+  while (!tail.empty() && (tail.back() == ' ' || tail.back() == '\n' || tail.back() == '\r' || tail.back() == '\t'))
+    tail.pop_back();
+  return tail.ends_with("<think>");
+}
+
 }  // namespace
 
 void HttpServer::Routes::chat_completions(HttpServer& s, const httplib::Request& req, httplib::Response& res) {
@@ -260,6 +272,11 @@ void HttpServer::Routes::chat_completions(HttpServer& s, const httplib::Request&
   const http::ChatRequest& cr = *parsed;
   auto prompt = chat_prompt_tokens(s.tmpl_, s.tok_, cr);
   if (!prompt.ok()) return send_status_error(res, prompt.status());
+  ChatOutputOptions out_opt;
+  out_opt.reasoning = s.opt_.reasoning_format;
+  out_opt.thinking_forced_open = prompt_opens_thinking(s.tok_, *prompt);
+  out_opt.parse_tool_calls = cr.tools.is_array() && !cr.tools.empty();
+  out_opt.tools = cr.tools;
   std::shared_ptr<Job> job = submit_job(s.sched_, s.counters_, s.stopping_, s.sched_.stats().n_ctx_slot,
                                         make_request(s.opt_, cr.gen, std::move(*prompt)), "messages", res);
   if (!job) return;
@@ -267,12 +284,15 @@ void HttpServer::Routes::chat_completions(HttpServer& s, const httplib::Request&
   const bool want_lp = cr.logprobs;
 
   if (!cr.gen.stream)
-    return respond_plain(s.opt_, res, job, [meta, want_lp](Collected& c) {
+    return respond_plain(s.opt_, res, job, [meta, want_lp, out_opt](Collected& c) {
       http::ResponseMeta m = meta;
       m.timings = c.end.timings;
+      ChatDelta parsed_out = ChatOutputParser::parse(c.text, out_opt);
       http::ChatResult r;
-      r.content = std::move(c.text);
-      r.finish = c.end.finish;
+      r.content = std::move(parsed_out.content);
+      r.reasoning_content = std::move(parsed_out.reasoning);
+      r.tool_calls = openai_tool_calls(std::move(parsed_out.tool_calls), [] { return random_id("call_"); });
+      r.finish = chat_finish_reason(c.end.finish, !r.tool_calls.empty());
       r.usage = usage_of(c.end);
       r.want_logprobs = want_lp;
       if (want_lp) r.logprobs = std::move(c.probs);
@@ -280,23 +300,23 @@ void HttpServer::Routes::chat_completions(HttpServer& s, const httplib::Request&
     });
   const bool include_usage = cr.gen.include_usage;
   auto first = std::make_shared<bool>(true);
-  stream_response(res, job, [meta, want_lp, include_usage, first](const GenerationEvent& ev) mutable {
+  // The formatter (parser state, tool calls sent) lives with the stream; the HTTP thread calls
+  // it in event order.
+  auto chat = std::make_shared<ChatStreamFormatter>(meta, out_opt, [] { return random_id("call_"); });
+  stream_response(res, job, [meta, want_lp, include_usage, first, chat](const GenerationEvent& ev) {
     std::string out;
     if (*first) {
       out += http::sse_frame(http::chat_chunk_role_json(meta));
       *first = false;
     }
-    if (ev.kind == GenerationEvent::Kind::kToken) {
-      if (!ev.text.empty() || (want_lp && !ev.probs.empty()))
-        out += http::sse_frame(
-            http::chat_chunk_content_json(meta, ev.text, want_lp ? ev.probs : std::vector<http::TokenLogprob>{}));
-      return out;
-    }
+    if (ev.kind == GenerationEvent::Kind::kToken)
+      return out + chat->feed(ev.text, want_lp ? ev.probs : std::vector<http::TokenLogprob>{});
     if (ev.kind == GenerationEvent::Kind::kError)
       return out + http::sse_frame(http::error_body(http::api_error_from_status(ev.error)));
+    out += chat->finish();
     http::ResponseMeta last = meta;
     last.timings = ev.timings;
-    out += http::sse_frame(http::chat_chunk_finish_json(last, ev.finish));
+    out += http::sse_frame(http::chat_chunk_finish_json(last, chat_finish_reason(ev.finish, chat->sent_tool_calls())));
     if (include_usage) out += http::sse_frame(http::chat_chunk_usage_json(meta, usage_of(ev)));
     return out + http::sse_done();
   });
