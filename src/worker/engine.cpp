@@ -196,7 +196,6 @@ Status Engine::step(std::span<const int32_t> tokens, std::span<const int32_t> po
     len[size_t(s)] = p + 1;
   }
   seq_len_ = std::move(len);
-  kv_.set_used(seq_len_[0]);
 
   Buf x(size_t(n_tok * hp.n_embd));
   EM_RETURN_IF_ERROR(hidden_in(tokens, x.data()));
@@ -226,12 +225,10 @@ Status Engine::step(std::span<const int32_t> tokens, std::span<const int32_t> po
 
 Status Engine::decode(std::span<const int32_t> tokens, std::span<const int64_t> out_rows, float* logits) {
   if (tokens.empty()) return Status::InvalidArgument("decode: empty batch");
-  const int64_t pos0 = kv_.used();
+  const int64_t pos0 = seq_len_[0];
   if (pos0 + int64_t(tokens.size()) > kv_.n_ctx())
     return Status::OutOfRange(
         fmt::format("context full: {} + {} tokens exceed n_ctx {}", pos0, tokens.size(), kv_.n_ctx()));
-  // A clear() since the last batch shows as used() below the sequence's length.
-  seq_len_[0] = pos0;
   std::vector<int32_t> pos(tokens.size()), seq(tokens.size(), 0);
   std::iota(pos.begin(), pos.end(), int32_t(pos0));
   return decode_batch(tokens, pos, seq, out_rows, logits);

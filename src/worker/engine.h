@@ -48,7 +48,7 @@ class Engine {
   const cpu::Kernels& kernels() const { return k_; }
   int64_t n_ctx() const { return kv_.n_ctx(); }  // positions per sequence
   int64_t n_seq() const { return kv_.n_seq(); }
-  int64_t n_past() const { return kv_.used(); }
+  int64_t n_past() const { return seq_len_[0]; }  // sequence 0
   int64_t n_vocab() const { return weights().output.ne[1]; }
   // The weights the engine computes with: the model's mapping, or this rank's private share.
   const ModelWeights& weights() const { return *w_; }
@@ -57,7 +57,7 @@ class Engine {
   const RankPlan& plan() const { return plan_; }
   // Starts sequence 0 anew (its next decode() is at position 0). Followers need no call: a
   // batch's positions say where each sequence continues.
-  void clear() { kv_.clear(); }
+  void clear() { seq_len_[0] = 0; }
   // Makes this engine one rank of a distributed job; `c` (not owned) outlives the engine and
   // matches the plan's stage. Without a cluster the plan must be complete (one rank).
   void set_cluster(comm::Cluster* c);
@@ -106,7 +106,7 @@ class Engine {
   ThreadPool pool_;
   KvCache kv_;
   int64_t kv_head0_ = 0;
-  std::vector<int64_t> seq_len_;  // filled positions of each sequence (sequence 0: also kv_.used())
+  std::vector<int64_t> seq_len_;  // filled positions of each sequence
   DumpFn dump_;
   ReduceFn reduce_;
   MatmulObserver observe_;

@@ -3,8 +3,7 @@
 // peer; Q8_0 / BF16 / F32 on request) one row of head_dim per (sequence, position, kv head), so
 // K and V are rounded exactly as the peer rounds them.
 //
-// used() is the fill of sequence 0 (the single-sequence API of run/perplexity/imatrix); the
-// engine tracks the other sequences' fill itself.
+// Which positions hold valid rows is the engine's business (Engine tracks each sequence's length).
 #pragma once
 
 #include <cstdint>
@@ -25,9 +24,6 @@ class KvCache {
   int64_t head_dim() const { return head_dim_; }
   GgmlType type_k() const { return type_k_; }
   GgmlType type_v() const { return type_v_; }
-  void clear() { used_ = 0; }
-  int64_t used() const { return used_; }
-  void set_used(int64_t n) { used_ = n; }
 
   // Stores K and V (n_heads × head_dim floats each) of the cache's heads [h0, h0 + n_heads) of
   // local layer `l` at position `pos` of sequence `seq` (a layer may use fewer heads than the
@@ -42,7 +38,7 @@ class KvCache {
     return ((seq * n_layer_ + l) * n_kv_heads_ + h) * n_ctx_ + pos;
   }
   GgmlType type_k_ = GgmlType::F16, type_v_ = GgmlType::F16;
-  int64_t n_layer_ = 0, n_kv_heads_ = 0, head_dim_ = 0, n_ctx_ = 0, n_seq_ = 1, used_ = 0;
+  int64_t n_layer_ = 0, n_kv_heads_ = 0, head_dim_ = 0, n_ctx_ = 0, n_seq_ = 1;
   int64_t k_row_ = 0, v_row_ = 0;
   std::vector<uint8_t> k_, v_;  // [seq][layer][kv head][pos] rows
 };

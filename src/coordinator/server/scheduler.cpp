@@ -73,15 +73,24 @@ struct Scheduler::Impl {
 
   // --- run-thread helpers (no lock held unless noted) ---
 
+  // A queued request given a free slot, with the prefix it shares with the slot's cache.
+  struct Assignment {
+    Pending p;
+    int32_t slot = 0;
+    size_t lcp = 0;
+  };
+
   // Assigns queued requests to free slots: a request naming a slot waits for it; others take the
   // free slot whose cache shares the longest prefix with the prompt (lowest id on ties).
-  void assign(std::vector<std::pair<Pending, int32_t>>& started) {
+  std::vector<Assignment> assign() {
+    std::vector<Assignment> out;
+    std::vector<bool> taken(slots.size());
     std::lock_guard<std::mutex> lk(mu);
     for (auto it = queue.begin(); it != queue.end();) {
       int32_t best = -1;
       size_t best_lcp = 0;
       for (const Slot& s : slots) {
-        if (s.busy || std::any_of(started.begin(), started.end(), [&](auto& x) { return x.second == s.id; })) continue;
+        if (s.busy || taken[size_t(s.id)]) continue;
         if (it->req.id_slot >= 0 && it->req.id_slot != s.id) continue;
         size_t l = 0;
         if (opt.cache_prompt)
@@ -92,29 +101,28 @@ struct Scheduler::Impl {
         ++it;
         continue;
       }
-      started.emplace_back(std::move(*it), best);
+      taken[size_t(best)] = true;
+      out.push_back(Assignment{std::move(*it), best, best_lcp});
       it = queue.erase(it);
     }
+    return out;
   }
 
-  void start(Pending p, int32_t id) {
-    Slot& s = slots[size_t(id)];
-    const std::vector<int32_t>& prompt = p.req.prompt;
-    size_t keep = 0;
-    if (opt.cache_prompt)
-      while (keep < s.cache.size() && keep < prompt.size() && s.cache[keep] == prompt[keep]) ++keep;
-    keep = std::min(keep, prompt.size() - 1);  // the last prompt token is evaluated for its logits
+  void start(Assignment a) {
+    Slot& s = slots[size_t(a.slot)];
+    // The last prompt token is evaluated even when cached: its logits give the first token.
+    const size_t keep = std::min(a.lcp, a.p.req.prompt.size() - 1);
     s.cache.resize(keep);
     s.busy = true;
     s.n_prompt_done = int64_t(keep);
     s.n_cached = int64_t(keep);
     s.n_predicted = 0;
     s.pending_token = -1;
-    s.sampler = std::make_unique<Sampler>(p.req.sampling);
-    s.text = TextStream(p.req.stop);
+    s.sampler = std::make_unique<Sampler>(a.p.req.sampling);
+    s.text = TextStream(a.p.req.stop);
     s.probs.clear();
     s.t_start = Clock::now();
-    s.p = std::move(p);
+    s.p = std::move(a.p);
     std::lock_guard<std::mutex> lk(mu);
     counters.cached_tokens_total += keep;
   }
@@ -408,9 +416,7 @@ Status Scheduler::run() {
       if (m.stopping) break;
     }
     m.apply_cancels();
-    std::vector<std::pair<Pending, int32_t>> started;
-    m.assign(started);
-    for (auto& [p, id] : started) m.start(std::move(p), id);
+    for (Impl::Assignment& a : m.assign()) m.start(std::move(a));
     m.publish();
     Status s = m.step();
     if (!s.ok()) {
