@@ -51,6 +51,32 @@ Status evaluate(worker::Engine& e, const std::vector<int32_t>& toks, std::vector
 
 int argmax(const float* x, int64_t n) { return int(std::max_element(x, x + n) - x); }
 
+// This rank's engine under a test placement of `policy`, on the cluster of its stage (which it
+// keeps alive). `engine` is null after a failed expectation.
+struct RankEngine {
+  std::unique_ptr<comm::Cluster> cluster;
+  std::unique_ptr<worker::Engine> engine;
+};
+RankEngine rank_engine(const RankContext& ctx, const Model& model, const char* policy,
+                       const worker::EngineOptions& eo) {
+  RankEngine re;
+  const HParams& hp = model.hparams();
+  const proto::Placement pl = testing::test_placement(hp, testing::test_stages(policy, ctx.world, hp.n_layer));
+  auto plan = worker::rank_plan(pl, hp, ctx.rank);
+  EXPECT_TRUE(plan.ok()) << plan.status().to_string();
+  if (!plan.ok()) return re;
+  auto cluster = comm::Cluster::create(ctx, plan->stage_ranks);
+  EXPECT_TRUE(cluster.ok()) << cluster.status().to_string();
+  if (!cluster.ok()) return re;
+  auto engine = worker::Engine::create(model, *plan, eo);
+  EXPECT_TRUE(engine.ok()) << engine.status().to_string();
+  if (!engine.ok()) return re;
+  re.cluster = std::move(*cluster);
+  re.engine = std::move(*engine);
+  re.engine->set_cluster(re.cluster.get());
+  return re;
+}
+
 class DistributedEngine : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(DistributedEngine, MatchesOneRankUnderEveryPolicy) {
@@ -79,23 +105,18 @@ TEST_P(DistributedEngine, MatchesOneRankUnderEveryPolicy) {
   }
   for (const char* policy : {"ep", "pp", "hybrid"}) {
     SCOPED_TRACE(policy);
-    const proto::Placement pl = testing::test_placement(hp, testing::test_stages(policy, ctx.world, hp.n_layer));
-    auto plan = worker::rank_plan(pl, hp, ctx.rank);
-    ASSERT_TRUE(plan.ok()) << plan.status().to_string();
-    auto cluster = comm::Cluster::create(ctx, plan->stage_ranks);
-    ASSERT_TRUE(cluster.ok()) << cluster.status().to_string();
-    auto engine = worker::Engine::create(**model, *plan, eo);
-    ASSERT_TRUE(engine.ok()) << engine.status().to_string();
-    (*engine)->set_cluster(cluster->get());
+    RankEngine re = rank_engine(ctx, **model, policy, eo);
+    ASSERT_TRUE(re.engine);
+    worker::Engine* engine = re.engine.get();
     if (!ctx.is_root()) {
-      Status s = (*engine)->follow();
+      Status s = engine->follow();
       EXPECT_TRUE(s.ok()) << s.to_string();
       continue;
     }
     std::vector<float> got;
-    Status s = evaluate(**engine, toks, &got);
+    Status s = evaluate(*engine, toks, &got);
     EXPECT_TRUE(s.ok()) << s.to_string();
-    Status f = (*engine)->finish();
+    Status f = engine->finish();
     EXPECT_TRUE(f.ok()) << f.to_string();
     ASSERT_EQ(got.size(), ref.size());
     const int64_t nv = hp.n_vocab;
@@ -137,16 +158,11 @@ TEST_P(DistributedEngine, MultiSequenceBatchesMatchOneRank) {
   eo.n_seq = 2;
   for (const char* policy : {"ep", "pp"}) {
     SCOPED_TRACE(policy);
-    const proto::Placement pl = testing::test_placement(hp, testing::test_stages(policy, ctx.world, hp.n_layer));
-    auto plan = worker::rank_plan(pl, hp, ctx.rank);
-    ASSERT_TRUE(plan.ok()) << plan.status().to_string();
-    auto cluster = comm::Cluster::create(ctx, plan->stage_ranks);
-    ASSERT_TRUE(cluster.ok()) << cluster.status().to_string();
-    auto engine = worker::Engine::create(**model, *plan, eo);
-    ASSERT_TRUE(engine.ok()) << engine.status().to_string();
-    (*engine)->set_cluster(cluster->get());
+    RankEngine re = rank_engine(ctx, **model, policy, eo);
+    ASSERT_TRUE(re.engine);
+    worker::Engine* engine = re.engine.get();
     if (!ctx.is_root()) {
-      Status s = (*engine)->follow();
+      Status s = engine->follow();
       EXPECT_TRUE(s.ok()) << s.to_string();
       continue;
     }
@@ -163,12 +179,12 @@ TEST_P(DistributedEngine, MultiSequenceBatchesMatchOneRank) {
       std::vector<int64_t> rows(tok.size());
       for (size_t i = 0; i < rows.size(); ++i) rows[i] = int64_t(i);
       std::vector<float> lg(rows.size() * size_t(nv));
-      Status s = (*engine)->decode_batch(tok, pos, seq, rows, lg.data());
+      Status s = engine->decode_batch(tok, pos, seq, rows, lg.data());
       ASSERT_TRUE(s.ok()) << s.to_string();
       for (size_t i = 0; i < tok.size(); ++i)
         std::copy_n(lg.data() + i * size_t(nv), nv, (seq[i] == 0 ? got_a : got_b).data() + pos[i] * nv);
     }
-    EXPECT_TRUE((*engine)->finish().ok());
+    EXPECT_TRUE(engine->finish().ok());
     EXPECT_EQ(got_a, ref_a);
     EXPECT_EQ(got_b, ref_b);
   }

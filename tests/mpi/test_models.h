@@ -11,11 +11,9 @@
 
 namespace expertmesh::testing {
 
-// A small synthetic model of `arch`; "<arch>-tied" drops output.weight (the head is token_embd).
-inline std::string synth_model(const std::filesystem::path& dir, std::string arch, const std::string& name,
-                               bool split = false) {
-  const bool tied = arch.ends_with("-tied");
-  if (tied) arch.resize(arch.size() - 5);
+// The shape of the small test models: 3 layers, n_embd 64, 4 heads / 2 KV heads, dense FFN 96,
+// 6 experts (top-2) of 32, F16, seed 11.
+inline synth::Options synth_options(const std::string& arch) {
   synth::Options o;
   o.arch = arch;
   o.n_layer = 3;
@@ -28,6 +26,15 @@ inline std::string synth_model(const std::filesystem::path& dir, std::string arc
   o.n_ff_exp = 32;
   o.dtype = GgmlType::F16;
   o.seed = 11;
+  return o;
+}
+
+// A small synthetic model of `arch`; "<arch>-tied" drops output.weight (the head is token_embd).
+inline std::string synth_model(const std::filesystem::path& dir, std::string arch, const std::string& name,
+                               bool split = false) {
+  const bool tied = arch.ends_with("-tied");
+  if (tied) arch.resize(arch.size() - 5);
+  const synth::Options o = synth_options(arch);
   const std::string path = (dir / name).string();
   gguf::SplitOptions so;
   if (split) so.max_tensors = 7;

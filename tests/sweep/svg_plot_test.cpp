@@ -1,7 +1,6 @@
 #include "coordinator/sweep/svg_plot.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 #include <zlib.h>
 
 #include <cmath>
@@ -11,6 +10,8 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
+
+#include "tests/common/golden.h"
 
 namespace expertmesh::coordinator {
 namespace {
@@ -159,8 +160,7 @@ TEST(SvgPlot, RendersWithRsvgConvertToANonBlankImage) {
     if (std::getenv("EXPERTMESH_REQUIRE_GOLDEN")) FAIL() << "rsvg-convert (librsvg2-bin) is required";
     GTEST_SKIP() << "rsvg-convert not installed (apt install librsvg2-bin)";
   }
-  const auto dir = std::filesystem::temp_directory_path() / ("em_svg_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
+  const auto dir = testing::temp_dir("svg");
   PlotSpec spec = sample(true);
   spec.width = 640;
   spec.height = 400;

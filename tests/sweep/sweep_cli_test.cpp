@@ -2,7 +2,6 @@
 // the middle (the sweep's test hook kills it after two recipes), a rerun that skips what was
 // finished, and every row checked against what `expertmesh perplexity` reports for that file.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -52,9 +51,7 @@ nlohmann::json read_json(const fs::path& p) {
 
 TEST(SweepCli, CrashResumeAndRowsMatchPerplexity) {
   EM_REQUIRE_GOLDEN();
-  const fs::path dir = fs::temp_directory_path() / ("em_sweep_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+  const fs::path dir = testing::temp_dir("sweep");
   const fs::path recipes = dir / "recipes.txt";
   std::ofstream(recipes) << kRecipes;
   const fs::path out = dir / "out";
@@ -123,9 +120,7 @@ TEST(SweepCli, CrashResumeAndRowsMatchPerplexity) {
 
 TEST(SweepCli, AFailingRecipeIsNamedAndNothingIsReportedAsFinal) {
   EM_REQUIRE_GOLDEN();
-  const fs::path dir = fs::temp_directory_path() / ("em_sweep_bad_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+  const fs::path dir = testing::temp_dir("sweep-bad");
   const fs::path recipes = dir / "recipes.txt";
   std::ofstream(recipes) << "Q8_0: Q8_0\nbroken: Q8_0 --no-such-flag\n";
   std::string log;

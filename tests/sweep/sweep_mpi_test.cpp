@@ -2,7 +2,6 @@
 // (issue: sweep acceptance): the same recipes evaluated by different group layouts must agree.
 // Runs mpirun itself (label mpi), like tests/mpi/cli_mpi_test.cpp.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -36,9 +35,7 @@ nlohmann::json sweep(const fs::path& dir, const fs::path& recipes, int np, int g
 
 TEST(SweepMpi, GroupLayoutsGiveTheFiguresOfOneRank) {
   EM_REQUIRE_GOLDEN();
-  const fs::path dir = fs::temp_directory_path() / ("em_sweep_mpi_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+  const fs::path dir = testing::temp_dir("sweep-mpi");
   const fs::path recipes = dir / "recipes.txt";
   std::ofstream(recipes)
       << "Q8_0: Q8_0\nIQ4_KS: IQ4_KS\nIQ2_KL: IQ2_KL\n"

@@ -160,6 +160,16 @@ Status parse_generation(const Fields& f, GenerationParams& g, const ApiLimits& l
   return Status::Ok();
 }
 
+// The OpenAI "model" and "user" strings (both optional) of a chat or completion request.
+template <class Request>
+Status parse_model_and_user(const Fields& f, Request& req) {
+  EM_ASSIGN_OR_RETURN(auto model, f.string("model"));
+  req.model = model.value_or("");
+  EM_ASSIGN_OR_RETURN(auto user, f.string("user"));
+  req.user = user.value_or("");
+  return Status::Ok();
+}
+
 Status check_n_probs(int64_t v, const std::string& field, const ApiLimits& lim) {
   if (v < 0 || v > lim.max_n_probs)
     return field_error(field, "must be between 0 and " + std::to_string(lim.max_n_probs));
@@ -311,10 +321,7 @@ Result<ChatRequest> parse_chat_request(std::string_view body, const ApiLimits& l
   EM_ASSIGN_OR_RETURN(Json j, parse_json_body(body, lim));
   Fields f(j, "");
   ChatRequest req;
-  EM_ASSIGN_OR_RETURN(auto model, f.string("model"));
-  req.model = model.value_or("");
-  EM_ASSIGN_OR_RETURN(auto user, f.string("user"));
-  req.user = user.value_or("");
+  EM_RETURN_IF_ERROR(parse_model_and_user(f, req));
   const Json* msgs = f.get("messages");
   if (!msgs) return field_error("messages", "is required");
   if (!msgs->is_array()) return field_error("messages", "must be an array");
@@ -352,10 +359,7 @@ Result<CompletionRequest> parse_oai_completion_request(std::string_view body, co
   EM_ASSIGN_OR_RETURN(Json j, parse_json_body(body, lim));
   Fields f(j, "");
   CompletionRequest req;
-  EM_ASSIGN_OR_RETURN(auto model, f.string("model"));
-  req.model = model.value_or("");
-  EM_ASSIGN_OR_RETURN(auto user, f.string("user"));
-  req.user = user.value_or("");
+  EM_RETURN_IF_ERROR(parse_model_and_user(f, req));
   EM_RETURN_IF_ERROR(parse_prompt(f, req, lim, "prompt"));
   EM_RETURN_IF_ERROR(parse_generation(f, req.gen, lim, {"max_tokens", "n_predict"}));
   EM_ASSIGN_OR_RETURN(auto lp, f.integer("logprobs"));

@@ -56,6 +56,25 @@ Json chunk_base(const ResponseMeta& meta, Json choices) {
 
 }  // namespace
 
+namespace {
+
+// A whole (non-chunk) response around its one choice, keys in the peer's order: choices,
+// created, model, system_fingerprint, object, usage (when given), id, timings (when set).
+Json response_json(const ResponseMeta& meta, Json choice, const char* object, const std::optional<Usage>& usage) {
+  Json j = Json::object();
+  j["choices"] = Json::array({std::move(choice)});
+  j["created"] = meta.created;
+  j["model"] = meta.model;
+  j["system_fingerprint"] = "expertmesh";
+  j["object"] = object;
+  if (usage) j["usage"] = usage_json(*usage);
+  j["id"] = meta.id;
+  if (meta.timings) j["timings"] = timings_json(*meta.timings);
+  return j;
+}
+
+}  // namespace
+
 const char* finish_reason_name(FinishReason r) {
   switch (r) {
     case FinishReason::kStop:
@@ -148,16 +167,7 @@ Json chat_completion_json(const ResponseMeta& meta, const ChatResult& r) {
   choice["index"] = 0;
   choice["message"] = std::move(msg);
   choice["logprobs"] = r.want_logprobs ? chat_logprobs_json(r.logprobs) : Json(nullptr);
-  Json j = Json::object();
-  j["choices"] = Json::array({std::move(choice)});
-  j["created"] = meta.created;
-  j["model"] = meta.model;
-  j["system_fingerprint"] = "expertmesh";
-  j["object"] = "chat.completion";
-  j["usage"] = usage_json(r.usage);
-  j["id"] = meta.id;
-  if (meta.timings) j["timings"] = timings_json(*meta.timings);
-  return j;
+  return response_json(meta, std::move(choice), "chat.completion", r.usage);
 }
 
 Json chat_chunk_role_json(const ResponseMeta& meta) {
@@ -204,16 +214,7 @@ Json text_completion_json(const ResponseMeta& meta, const std::string& text, std
   choice["index"] = 0;
   choice["logprobs"] = want_logprobs ? completion_logprobs_json(lp, 0) : Json(nullptr);
   choice["finish_reason"] = finish ? Json(finish_reason_name(*finish)) : Json(nullptr);
-  Json j = Json::object();
-  j["choices"] = Json::array({std::move(choice)});
-  j["created"] = meta.created;
-  j["model"] = meta.model;
-  j["system_fingerprint"] = "expertmesh";
-  j["object"] = "text_completion";
-  if (usage) j["usage"] = usage_json(*usage);
-  j["id"] = meta.id;
-  if (meta.timings) j["timings"] = timings_json(*meta.timings);
-  return j;
+  return response_json(meta, std::move(choice), "text_completion", usage);
 }
 
 Json native_completion_json(const ResponseMeta& meta, const NativeCompletion& c) {

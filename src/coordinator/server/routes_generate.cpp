@@ -123,6 +123,19 @@ bool collect_until(Job& job, Collected& c, std::chrono::steady_clock::time_point
   }
 }
 
+// Writes one chunk of a chunked response (nothing when empty), ending the response after the
+// `last` one. A failed write means the client left: the job is cancelled (a disconnect unless
+// the answer was already complete) and false stops the provider.
+bool send_chunk(Job& job, httplib::DataSink& sink, const std::string& bytes, bool last) {
+  if (!bytes.empty() && !sink.write(bytes.data(), bytes.size())) {
+    if (!last) job.counters->disconnects.fetch_add(1);
+    job.abandon();
+    return false;
+  }
+  if (last) sink.done();
+  return true;
+}
+
 // The JSON body of a finished non-streaming request (its end is kDone).
 using BodyFn = std::function<Json(Collected&)>;
 
@@ -149,13 +162,7 @@ void respond_plain(const HttpServerOptions& opt, httplib::Response& res, std::sh
           bytes = http::dump_json(c->end.kind == GenerationEvent::Kind::kError
                                       ? http::error_body(http::api_error_from_status(c->end.error))
                                       : body(*c));
-        if (!sink.write(bytes.data(), bytes.size())) {
-          if (!ended) job->counters->disconnects.fetch_add(1);
-          job->abandon();
-          return false;
-        }
-        if (ended) sink.done();
-        return true;
+        return send_chunk(*job, sink, bytes, ended);
       },
       [job](bool) { job->abandon(); });
 }
@@ -188,13 +195,7 @@ void stream_response(httplib::Response& res, std::shared_ptr<Job> job, Formatter
         const bool last = ev->kind != GenerationEvent::Kind::kToken;
         if (last) job->finished = true;
         const std::string bytes = format(*ev);
-        if (!bytes.empty() && !sink.write(bytes.data(), bytes.size())) {
-          if (!last) job->counters->disconnects.fetch_add(1);
-          job->abandon();
-          return false;
-        }
-        if (last) sink.done();
-        return true;
+        return send_chunk(*job, sink, bytes, last);
       },
       [job](bool) { job->abandon(); });
 }

@@ -18,6 +18,7 @@
 #include "model/synth.h"
 #include "tests/common/golden.h"
 #include "tests/common/mpirun.h"
+#include "tests/mpi/test_models.h"
 
 namespace expertmesh::testing {
 namespace fs = std::filesystem;
@@ -268,19 +269,8 @@ std::vector<int> wait_rank_exits(const fs::path& dir, int np, int timeout_s) {
 }
 
 std::string write_serve_model(const fs::path& dir) {
-  synth::Options o;
-  o.arch = "qwen3moe";
-  o.n_layer = 3;
-  o.n_embd = 64;
-  o.n_head = 4;
-  o.n_head_kv = 2;
-  o.n_ff = 96;
-  o.n_expert = 6;
-  o.n_expert_used = 2;
-  o.n_ff_exp = 32;
+  synth::Options o = synth_options("qwen3moe");
   o.n_ctx = 4096;
-  o.dtype = GgmlType::F16;
-  o.seed = 11;
   const std::string raw = (dir / "serve-raw.gguf").string();
   auto written = synth::write_model(o, raw, 1, gguf::SplitOptions{});
   if (!written.ok()) {
