@@ -75,13 +75,17 @@ class SignalPipe {
     sa.sa_handler = on_stop_signal;
     sigemptyset(&sa.sa_mask);
     ::sigaction(SIGINT, &sa, &old_int_);
-    ::sigaction(SIGTERM, &sa, &old_term_);
+    ::sigaction(SIGTERM, &sa, nullptr);
     installed_ = true;
   }
   ~SignalPipe() {
     if (!installed_) return;
+    // The command ends only when the server stops (a signal on some rank, or a failure), and
+    // the process then exits. SIGTERM stays ignored for that last stretch: Open MPI's daemon
+    // sends one while MPI_Finalize waits for the job's teardown, and it must not turn a clean
+    // exit into a death by signal (on a follower that never saw the first signal, too).
     ::sigaction(SIGINT, &old_int_, nullptr);
-    ::sigaction(SIGTERM, &old_term_, nullptr);
+    ::signal(SIGTERM, SIG_IGN);
     g_signal_fd.store(-1);
     ::close(fds_[0]);
     ::close(fds_[1]);
@@ -98,7 +102,7 @@ class SignalPipe {
  private:
   int fds_[2] = {-1, -1};
   bool installed_ = false;
-  struct sigaction old_int_ = {}, old_term_ = {};
+  struct sigaction old_int_ = {};
 };
 
 struct ServeFlags {
