@@ -30,7 +30,7 @@ TEST(OpenAiRequest, ChatParsesEveryField) {
     "stream": true, "stream_options": {"include_usage": true}, "ignore_eos": true,
     "max_tokens": 64, "temperature": 0.5, "top_p": 0.9, "top_k": 40, "min_p": 0.05, "seed": 7,
     "stop": ["\n\n", "END"], "logprobs": true, "top_logprobs": 3, "n": 1,
-    "chat_template_kwargs": {"enable_thinking": false}})",
+    "tool_choice": "none", "chat_template_kwargs": {"enable_thinking": false}})",
                               kLim);
   ASSERT_TRUE(r.ok()) << r.status().to_string();
   EXPECT_EQ(r->model, "m");
@@ -58,10 +58,29 @@ TEST(OpenAiRequest, ChatParsesEveryField) {
   EXPECT_EQ(r->chat_template_kwargs["enable_thinking"], false);
   // Key order of the client's tool schema is kept (it reaches the template's tojson).
   EXPECT_EQ(r->tools[0]["function"]["parameters"].dump(), R"({"type":"object","b":1,"a":2})");
+  // tool_choice "none": the tools still reach the template, the output is not parsed for calls.
+  EXPECT_EQ(r->tool_choice, ToolChoice::kNone);
+  EXPECT_FALSE(parses_tool_calls(*r));
   Json msgs = messages_for_template(*r);
   EXPECT_EQ(msgs[2]["content"], nullptr);
   EXPECT_EQ(msgs[2]["tool_calls"][0]["function"]["name"], "f");
   EXPECT_EQ(msgs[3]["tool_call_id"], "c1");
+}
+
+TEST(OpenAiRequest, ToolChoiceDecidesWhetherCallsAreParsed) {
+  const std::string m = R"("messages":[{"role":"user","content":"x"}])";
+  const std::string tools = R"(,"tools":[{"type":"function","function":{"name":"f"}}])";
+  auto parses = [&](const std::string& extra) {
+    auto r = parse_chat_request("{" + m + extra + "}", kLim);
+    EXPECT_TRUE(r.ok()) << r.status().to_string();
+    return r.ok() && parses_tool_calls(*r);
+  };
+  EXPECT_FALSE(parses(""));  // no tools, nothing to call
+  EXPECT_TRUE(parses(tools));
+  EXPECT_TRUE(parses(tools + R"(,"tool_choice":"auto")"));
+  EXPECT_TRUE(parses(tools + R"(,"tool_choice":null)"));
+  EXPECT_FALSE(parses(tools + R"(,"tool_choice":"none")"));
+  EXPECT_FALSE(parses(R"(,"tools":[])"));
 }
 
 TEST(OpenAiRequest, TokenLimitFieldsAndPriority) {
@@ -113,6 +132,13 @@ TEST(OpenAiRequest, ErrorsNameTheFieldAndType) {
             "\"tools[0].function.name\" must be a non-empty string");
   EXPECT_EQ(chat(R"(,"tools":[{"type":"retrieval"}])"), "\"tools[0].type\" must be \"function\"");
   EXPECT_EQ(chat(R"(,"chat_template_kwargs":[])"), "\"chat_template_kwargs\" must be an object");
+  EXPECT_EQ(chat(R"(,"tool_choice":"any")"),
+            "\"tool_choice\" must be \"auto\", \"none\" or \"required\" (got \"any\")");
+  EXPECT_EQ(chat(R"(,"tool_choice":3)"), "\"tool_choice\" must be \"auto\", \"none\" or \"required\"");
+  // Forcing a call cannot be honoured without constrained sampling: refused, never ignored.
+  EXPECT_NE(chat(R"(,"tool_choice":"required")").find("grammar-constrained sampling"), std::string::npos);
+  EXPECT_NE(chat(R"(,"tool_choice":{"type":"function","function":{"name":"f"}})").find("naming a function"),
+            std::string::npos);
 
   auto msgs = [&](const std::string& ms) { return error_of(parse_chat_request(R"({"messages":)" + ms + "}", kLim)); };
   EXPECT_EQ(error_of(parse_chat_request("{}", kLim)), "\"messages\" is required");

@@ -276,6 +276,27 @@ Status parse_tools(const Fields& f, ChatRequest& req) {
   return Status::Ok();
 }
 
+Status parse_tool_choice(const Fields& f, ChatRequest& req) {
+  const Json* tc = f.get("tool_choice");
+  if (!tc || tc->is_null()) return Status::Ok();
+  const std::string kForced =
+      " cannot be honoured: forcing a tool call needs grammar-constrained sampling, which this server does not "
+      "have; use \"auto\" (the model may still call a tool) or \"none\"";
+  if (tc->is_object()) return Status::Unsupported("\"tool_choice\" naming a function" + kForced);
+  if (!tc->is_string()) return field_error("tool_choice", "must be \"auto\", \"none\" or \"required\"");
+  const std::string v = tc->get<std::string>();
+  if (v == "auto") {
+    req.tool_choice = ToolChoice::kAuto;
+  } else if (v == "none") {
+    req.tool_choice = ToolChoice::kNone;
+  } else if (v == "required") {
+    return Status::Unsupported("\"tool_choice\": \"required\"" + kForced);
+  } else {
+    return field_error("tool_choice", "must be \"auto\", \"none\" or \"required\" (got \"" + v + "\")");
+  }
+  return Status::Ok();
+}
+
 // /v1/completions and /completion prompt: a string, [string], or token ids.
 Status parse_prompt(const Fields& f, CompletionRequest& req, const ApiLimits& lim, const char* key) {
   const Json* p = f.get(key);
@@ -338,6 +359,7 @@ Result<ChatRequest> parse_chat_request(std::string_view body, const ApiLimits& l
     return field_error("messages", "are too long (" + std::to_string(total) + " bytes of text, limit " +
                                        std::to_string(lim.max_prompt_bytes) + ")");
   EM_RETURN_IF_ERROR(parse_tools(f, req));
+  EM_RETURN_IF_ERROR(parse_tool_choice(f, req));
   if (const Json* kw = f.get("chat_template_kwargs")) {
     if (!kw->is_object()) return field_error("chat_template_kwargs", "must be an object");
     req.chat_template_kwargs = *kw;
@@ -415,6 +437,10 @@ Result<DetokenizeRequest> parse_detokenize_request(std::string_view body, const 
     req.tokens.push_back(static_cast<int32_t>(t.get<int64_t>()));
   }
   return req;
+}
+
+bool parses_tool_calls(const ChatRequest& req) {
+  return req.tools.is_array() && !req.tools.empty() && req.tool_choice != ToolChoice::kNone;
 }
 
 Json messages_for_template(const ChatRequest& req) {

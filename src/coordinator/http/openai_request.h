@@ -66,15 +66,24 @@ struct ChatMessage {
   std::vector<ToolCall> tool_calls;
 };
 
+// OpenAI's tool_choice. "none" still shows the tools to the template (as the peer does) but the
+// output is not parsed for tool calls. "required" and a named function need constrained
+// sampling, which expertmesh does not have: the parser refuses them rather than ignoring them.
+enum class ToolChoice { kAuto, kNone };
+
 struct ChatRequest {
   std::string model;
   std::vector<ChatMessage> messages;
   Json tools;                                  // null when absent; else the validated array as sent
+  ToolChoice tool_choice = ToolChoice::kAuto;  // kAuto when absent
   Json chat_template_kwargs = Json::object();  // peer extension, e.g. {"enable_thinking": false}
   bool logprobs = false;
   GenerationParams gen;
   std::string user;
 };
+
+// Whether the generated text is parsed for tool calls: tools were sent and tool_choice allows them.
+bool parses_tool_calls(const ChatRequest& req);
 
 // /v1/completions and /completion: the prompt is text or token ids.
 struct CompletionRequest {

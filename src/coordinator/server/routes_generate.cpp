@@ -276,7 +276,7 @@ void HttpServer::Routes::chat_completions(HttpServer& s, const httplib::Request&
   ChatOutputOptions out_opt;
   out_opt.reasoning = s.opt_.reasoning_format;
   out_opt.thinking_forced_open = prompt_opens_thinking(s.tok_, *prompt);
-  out_opt.parse_tool_calls = cr.tools.is_array() && !cr.tools.empty();
+  out_opt.parse_tool_calls = http::parses_tool_calls(cr);
   out_opt.tools = cr.tools;
   std::shared_ptr<Job> job = submit_job(s.sched_, s.counters_, s.stopping_, s.sched_.stats().n_ctx_slot,
                                         make_request(s.opt_, cr.gen, std::move(*prompt)), "messages", res);

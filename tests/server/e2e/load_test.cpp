@@ -151,7 +151,7 @@ TEST(ServerLoad, ConcurrentAnswersEqualSingleRequestAnswers) {
 
   const int st = srv.stop(SIGTERM, 30);
   EXPECT_EQ(st, 0) << "serve must exit 0 on SIGTERM\n" << srv.output();
-  EXPECT_EQ(srv.stragglers(), 0);
+  EXPECT_EQ(srv.stragglers(), 0) << srv.straggler_list();
 }
 
 }  // namespace

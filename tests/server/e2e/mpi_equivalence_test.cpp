@@ -164,7 +164,9 @@ class ServeMpi : public ::testing::Test {
     if (np == 0) {
       EXPECT_EQ(st, 0) << srv.output();
     }
-    EXPECT_EQ(srv.stragglers(), 0) << "processes outlived the server\n" << srv.output();
+    EXPECT_EQ(srv.stragglers(), 0) << "processes outlived the server:\n"
+                                   << srv.straggler_list() << "output:\n"
+                                   << srv.output();
     return t;
   }
 

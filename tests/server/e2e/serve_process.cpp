@@ -13,6 +13,7 @@
 #include <fstream>
 #include <regex>
 #include <sstream>
+#include <vector>
 
 #include "model/gguf/gguf.h"
 #include "model/synth.h"
@@ -50,10 +51,11 @@ while kill -0 $c 2>/dev/null; do wait $c; done
 
 int decode_wait_status(int st) { return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st); }
 
-// SIGKILLs every process of session `sid` but the caller's; returns how many there were. Reads
-// /proc/PID/stat: field 6 is the session id (after the parenthesised command name).
-int kill_session(pid_t sid) {
-  int n = 0;
+// Every live process of session `sid` but the caller's, as "PID (COMM) STATE", SIGKILLed first
+// when `kill` is set. Reads /proc/PID/stat: field 6 is the session id (after the parenthesised
+// command name). Zombies are left out: they have exited and only wait for a parent to reap them.
+std::vector<std::string> scan_session(pid_t sid, bool kill) {
+  std::vector<std::string> found;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator("/proc", ec)) {
     const std::string name = e.path().filename().string();
@@ -67,11 +69,24 @@ int kill_session(pid_t sid) {
     long ppid = 0, pgrp = 0, session = 0;
     if (!(rest >> state >> ppid >> pgrp >> session)) continue;
     const pid_t pid = static_cast<pid_t>(std::stol(name));
-    if (session != sid || pid == ::getpid() || state == "Z") continue;
-    ::kill(pid, SIGKILL);
-    ++n;
+    if (session != sid || pid == ::getpid() || state == "Z" || state == "X") continue;
+    if (kill) ::kill(pid, SIGKILL);
+    found.push_back(stat.substr(0, rp + 1) + " " + state + " ppid " + std::to_string(ppid));
   }
-  return n;
+  return found;
+}
+
+int kill_session(pid_t sid) { return static_cast<int>(scan_session(sid, true).size()); }
+
+// Waits up to timeout_ms for every process of session `sid` to exit on its own, then SIGKILLs
+// and returns what is left. The grace is needed because mpirun may exit while a rank it
+// signalled is still leaving MPI_Finalize (the rank is reparented and ends a moment later); a
+// process still there after the grace really did outlive the server.
+std::vector<std::string> drain_session(pid_t sid, int timeout_ms) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (!scan_session(sid, false).empty() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  return scan_session(sid, true);
 }
 
 }  // namespace
@@ -234,7 +249,9 @@ int ServeProcess::stop(int sig, int timeout_s) {
     kill_all();
   } else {
     // Reaped, but the session id stays reserved while any member lives: no reuse race.
-    stragglers_ = kill_session(pid_);
+    const std::vector<std::string> left = drain_session(pid_, 5000);
+    stragglers_ = static_cast<int>(left.size());
+    for (const auto& p : left) straggler_list_ += p + "\n";
     pid_ = -1;
   }
   finish_reading();

@@ -52,11 +52,12 @@ class ServeProcess {
   // Sends `sig` to the launched process (expertmesh, or `timeout` which passes it to mpirun, which
   // forwards it to every rank) — what a supervisor does — and waits up to timeout_s for it to exit.
   // Returns its exit status (128 + signal when killed by one), or -1 when it did not exit in
-  // time. Afterwards every process still in the launched session (mpirun puts each rank in a
-  // process group of its own, but they stay in our session) is SIGKILLed and counted in
-  // stragglers().
+  // time. Afterwards every process still in the launched session 5 s after the leader exited
+  // (mpirun puts each rank in a process group of its own, but they stay in our session) is
+  // SIGKILLed and counted in stragglers().
   int stop(int sig, int timeout_s);
   int stragglers() const { return stragglers_; }
+  const std::string& straggler_list() const { return straggler_list_; }  // "PID (COMM) STATE ppid P" lines
 
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }
@@ -77,6 +78,7 @@ class ServeProcess {
   std::string host_;
   int port_ = 0;
   int stragglers_ = 0;
+  std::string straggler_list_;
   std::thread reader_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
