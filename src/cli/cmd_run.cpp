@@ -1,6 +1,7 @@
 // `expertmesh run`: text generation from a prompt, as the peer's llama-cli does it (non-interactive).
 //
 //   expertmesh run -m MODEL -p PROMPT [-n 128] [--temp 0.8] [--top-k 40] [--top-p 0.95] [--min-p 0.05]
+//                  [--repeat-penalty 1.0] [--repeat-last-n 64] [--frequency-penalty 0] [--presence-penalty 0]
 //                  [--seed S] [-t N] [-c CTX] [-ctk f16] [-ctv f16]
 //
 // Contract (matches llama-cli's stdout):
@@ -28,6 +29,7 @@
 #include "cli/compat_flags.h"
 #include "cli/engine_setup.h"
 #include "cli/flags.h"
+#include "cli/sampling_flags.h"
 #include "model/model.h"
 #include "model/sampling.h"
 #include "model/tokenizer/tokenizer.h"
@@ -67,8 +69,7 @@ Status cmd_run(RankContext& ctx, const std::vector<std::string>& args) {
   std::string model_path, prompt;
   int64_t n_predict = 128, n_ctx = 0, seed = -1;
   int threads = ctx.n_threads;
-  double temp = 0.8, top_p = 0.95, min_p = 0.05;
-  int top_k = 40;
+  SamplingFlags sf;
   worker::EngineOptions eo;
   placement::PlacementFlags pf;
   RuntimeFlags rf;
@@ -77,10 +78,7 @@ Status cmd_run(RankContext& ctx, const std::vector<std::string>& args) {
   fs.add_string({"-p", "--prompt"}, &prompt, "TEXT", "prompt to start generation from");
   fs.add_int({"-n", "--n-predict"}, &n_predict, "N",
              "tokens to generate (default 128, -1 = until EOG or context full)");
-  fs.add_float({"--temp"}, &temp, "T", "temperature (default 0.8; 0 = greedy)");
-  fs.add_int({"--top-k"}, &top_k, "K", "top-k sampling (default 40, 0 = off)");
-  fs.add_float({"--top-p"}, &top_p, "P", "top-p sampling (default 0.95, 1.0 = off)");
-  fs.add_float({"--min-p"}, &min_p, "P", "min-p sampling (default 0.05, 0.0 = off)");
+  add_sampling_flags(fs, &sf);
   fs.add_int({"-s", "--seed"}, &seed, "S", "RNG seed (default -1 = random)");
   fs.add_int({"-t", "--threads"}, &threads, "N", "compute threads");
   fs.add_int({"-c", "--ctx-size"}, &n_ctx, "N", "context size (default 0 = min(n_ctx_train, prompt + n))");
@@ -99,16 +97,14 @@ Status cmd_run(RankContext& ctx, const std::vector<std::string>& args) {
   if (prompt.empty()) return Status::InvalidArgument("-p: a prompt is required");
   if (threads <= 0) return Status::InvalidArgument(fmt::format("-t: must be > 0, got {}", threads));
   if (n_ctx < 0) return Status::InvalidArgument(fmt::format("-c: must be >= 0, got {}", n_ctx));
-  if (top_p <= 0.0 || top_p > 1.0)
-    return Status::InvalidArgument(fmt::format("--top-p: must be in (0, 1], got {}", top_p));
-  if (min_p < 0.0 || min_p > 1.0)
-    return Status::InvalidArgument(fmt::format("--min-p: must be in [0, 1], got {}", min_p));
+  EM_RETURN_IF_ERROR(check_sampling_flags(sf));
   if (seed < -1 || seed > 0xFFFFFFFFll)
     return Status::InvalidArgument(fmt::format("--seed: must be -1 or a 32-bit unsigned value, got {}", seed));
 
   // Every rank tokenizes the prompt: the context size depends on it.
   EM_ASSIGN_OR_RETURN(auto model, load_model_agreed(ctx, model_path));
   EM_ASSIGN_OR_RETURN(auto tok, Tokenizer::from_gguf(model->file()));
+  const SamplingParams sp = sampling_params(sf, *tok);
   const std::vector<int32_t> prompt_ids = tok->encode(prompt, /*add_special=*/true, /*parse_special=*/true);
   if (prompt_ids.empty())
     return Status::InvalidArgument(fmt::format("-p: the prompt gives no tokens with {}'s vocabulary", model_path));
@@ -125,11 +121,7 @@ Status cmd_run(RankContext& ctx, const std::vector<std::string>& args) {
   if (compat.no_mmap) eo.weights = worker::WeightSource::kRead;
   eo.n_ctx = n_ctx;
   EM_ASSIGN_OR_RETURN(EngineSetup setup, setup_engine(ctx, std::move(model), pf, eo));
-  Generation g{tok.get(), prompt_ids, n_predict, model_path, threads, {}, 0};
-  g.sp.temp = static_cast<float>(temp);
-  g.sp.top_k = top_k;
-  g.sp.top_p = static_cast<float>(top_p);
-  g.sp.min_p = static_cast<float>(min_p);
+  Generation g{tok.get(), prompt_ids, n_predict, model_path, threads, sp, 0};
   g.sp.seed = seed < 0 ? std::random_device{}() : static_cast<uint32_t>(seed);
   EM_RETURN_IF_ERROR(run_lockstep(ctx, setup, [&] { return generate(*setup.engine, g); }));
   return report_runtime(ctx, setup, "run", g.n_eval + n_prompt, rf);
@@ -154,8 +146,16 @@ Status generate(worker::Engine& eng, Generation& g) {
     std::fprintf(stderr, "run: sampling: top_k = %d -> top_p = %.3f -> min_p = %.3f -> temp = %.3f, seed = %u\n",
                  sp.top_k, sp.top_p, sp.min_p, sp.temp, sp.seed);
   }
+  if (sp.penalties_on())
+    std::fprintf(stderr,
+                 "run: penalties: repeat_last_n = %d, repeat_penalty = %.3f, frequency_penalty = %.3f, "
+                 "presence_penalty = %.3f\n",
+                 sp.repeat_last_n, sp.repeat_penalty, sp.frequency_penalty, sp.presence_penalty);
 
-  for (int32_t id : prompt_ids) std::fputs(tok->token_to_piece(id, /*special=*/false).c_str(), stdout);
+  for (int32_t id : prompt_ids) {
+    std::fputs(tok->token_to_piece(id, /*special=*/false).c_str(), stdout);
+    sampler.accept(id);  // the penalties see the prompt, as in the peer
+  }
   std::fflush(stdout);
 
   std::vector<float> logits(static_cast<size_t>(engine->n_vocab()));  // one row, as decode() writes it
@@ -169,6 +169,7 @@ Status generate(worker::Engine& eng, Generation& g) {
   const int64_t zero_row[1] = {0};
   while (n_predict < 0 || n_gen < n_predict) {
     const int32_t id = sampler.sample(logits);
+    sampler.accept(id);
     ++n_gen;
     if (tok->is_eog(id)) break;
     std::fputs(tok->token_to_piece(id, /*special=*/false).c_str(), stdout);

@@ -3,7 +3,8 @@
 //   expertmesh serve -m MODEL [--host 127.0.0.1] [--port 8080] [-c CTX] [-np/--parallel N] [-b N]
 //                    [-n N] [--api-key KEY]... [--api-key-file F] [--alias NAME]
 //                    [--chat-template NAME|JINJA] [--chat-template-file F] [-t N] [-ctk T] [-ctv T]
-//                    [--temp T] [--top-k K] [--top-p P] [--min-p P] [--metrics]
+//                    [--temp T] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty X] [--repeat-last-n N]
+//                    [--frequency-penalty X] [--presence-penalty X] [--penalize-nl] [--metrics]
 //                    [--reasoning-format none|deepseek] [placement flags]
 //
 // Every rank maps the model and builds its engine with --parallel KV-cache sequences of
@@ -36,6 +37,7 @@
 #include "cli/compat_flags.h"
 #include "cli/engine_setup.h"
 #include "cli/flags.h"
+#include "cli/sampling_flags.h"
 #include "coordinator/server/auth.h"
 #include "coordinator/server/chat_prompt.h"
 #include "coordinator/server/http_server.h"
@@ -112,8 +114,7 @@ struct ServeFlags {
   std::string host = "127.0.0.1";
   int64_t port = 8080, n_ctx = 0, n_parallel = 1, n_batch = 512, n_predict = -1;
   int threads = 1;
-  double temp = 0.8, top_p = 0.95, min_p = 0.05;
-  int top_k = 40;
+  SamplingFlags sampling;  // the defaults a request's own fields override
   bool metrics = false;
 };
 
@@ -127,10 +128,7 @@ Status validate(const ServeFlags& f) {
   if (f.n_batch < 1) return Status::InvalidArgument(fmt::format("-b: must be >= 1, got {}", f.n_batch));
   if (f.n_predict < -1) return Status::InvalidArgument(fmt::format("-n: must be >= -1, got {}", f.n_predict));
   if (f.threads <= 0) return Status::InvalidArgument(fmt::format("-t: must be > 0, got {}", f.threads));
-  if (f.top_p <= 0.0 || f.top_p > 1.0)
-    return Status::InvalidArgument(fmt::format("--top-p: must be in (0, 1], got {}", f.top_p));
-  if (f.min_p < 0.0 || f.min_p > 1.0)
-    return Status::InvalidArgument(fmt::format("--min-p: must be in [0, 1], got {}", f.min_p));
+  EM_RETURN_IF_ERROR(check_sampling_flags(f.sampling));
   if (!f.chat_template.empty() && !f.chat_template_file.empty())
     return Status::InvalidArgument("--chat-template and --chat-template-file: give one of them");
   for (const std::string& k : f.api_keys)
@@ -184,10 +182,7 @@ void register_flags(FlagSet& fs, ServeFlags& f) {
                 "chat template: 'chatml' or Jinja source (default: the model's tokenizer.chat_template)");
   fs.add_string({"--chat-template-file"}, &f.chat_template_file, "FILE", "chat template Jinja source file");
   fs.add_int({"-t", "--threads"}, &f.threads, "N", "compute threads");
-  fs.add_float({"--temp"}, &f.temp, "T", "default temperature (default 0.8)");
-  fs.add_int({"--top-k"}, &f.top_k, "K", "default top-k (default 40)");
-  fs.add_float({"--top-p"}, &f.top_p, "P", "default top-p (default 0.95)");
-  fs.add_float({"--min-p"}, &f.min_p, "P", "default min-p (default 0.05)");
+  add_sampling_flags(fs, &f.sampling);
   fs.add_string({"--reasoning-format"}, &f.reasoning_format, "FMT",
                 "chat: none leaves <think> blocks in the content; deepseek (default; auto: the same) moves them "
                 "to reasoning_content");
@@ -314,10 +309,7 @@ Status cmd_serve(RankContext& ctx, const std::vector<std::string>& args) {
   ho.port = static_cast<int>(f.port);
   ho.api_keys = f.api_keys;
   ho.n_predict = static_cast<int32_t>(f.n_predict);
-  ho.sampling.temp = static_cast<float>(f.temp);
-  ho.sampling.top_k = f.top_k;
-  ho.sampling.top_p = static_cast<float>(f.top_p);
-  ho.sampling.min_p = static_cast<float>(f.min_p);
+  ho.sampling = sampling_params(f.sampling, *tok);
   ho.model_alias = f.alias.empty() ? std::filesystem::path(f.model_path).filename().string() : f.alias;
   ho.model_path = f.model_path;
   srv::parse_reasoning_format(f.reasoning_format, &ho.reasoning_format);  // validated above

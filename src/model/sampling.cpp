@@ -100,9 +100,46 @@ int32_t draw(const std::vector<Candidate>& c, std::mt19937& rng) {
   return c[std::min(i, c.size() - 1)].id;
 }
 
+void apply_logit_bias(std::span<float> logits, std::span<const std::pair<int32_t, float>> bias) {
+  for (const auto& [id, b] : bias)
+    if (id >= 0 && static_cast<size_t>(id) < logits.size()) logits[static_cast<size_t>(id)] += b;
+}
+
+void apply_penalties(std::span<float> logits, std::span<const int32_t> last, const SamplingParams& p) {
+  if (last.empty() || !p.penalties_on()) return;
+  // Distinct tokens with their counts: sorting a copy of the window is cheaper than a map here.
+  std::vector<int32_t> seen(last.begin(), last.end());
+  std::sort(seen.begin(), seen.end());
+  for (size_t i = 0; i < seen.size();) {
+    size_t j = i;
+    while (j < seen.size() && seen[j] == seen[i]) ++j;
+    const int32_t id = seen[i];
+    const int count = static_cast<int>(j - i);
+    i = j;
+    if (id < 0 || static_cast<size_t>(id) >= logits.size() || id == p.penalty_exempt) continue;
+    float& l = logits[static_cast<size_t>(id)];
+    l = l <= 0.0f ? l * p.repeat_penalty : l / p.repeat_penalty;
+    l -= static_cast<float>(count) * p.frequency_penalty + p.presence_penalty;
+  }
+}
+
 }  // namespace sampling
 
-int32_t Sampler::sample(std::span<const float> logits) {
+void Sampler::accept(int32_t id) {
+  if (p_.repeat_last_n == 0) return;
+  last_.push_back(id);
+  if (p_.repeat_last_n > 0 && last_.size() > static_cast<size_t>(p_.repeat_last_n)) last_.pop_front();
+}
+
+int32_t Sampler::sample(std::span<const float> raw) {
+  std::span<const float> logits = raw;
+  if (!p_.logit_bias.empty() || (p_.penalties_on() && !last_.empty())) {
+    adjusted_.assign(raw.begin(), raw.end());
+    sampling::apply_logit_bias(adjusted_, p_.logit_bias);
+    const std::vector<int32_t> window(last_.begin(), last_.end());
+    sampling::apply_penalties(adjusted_, window, p_);
+    logits = adjusted_;
+  }
   if (p_.temp <= 0.0f) return sampling::greedy(logits);
   const size_t min_keep = static_cast<size_t>(std::max(p_.min_keep, 1));
   cand_ = sampling::candidates(logits);

@@ -2,6 +2,7 @@
 // case, and the exact JSON / SSE shapes of the responses.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
 
 #include "coordinator/http/openai_request.h"
@@ -81,6 +82,69 @@ TEST(OpenAiRequest, ToolChoiceDecidesWhetherCallsAreParsed) {
   EXPECT_TRUE(parses(tools + R"(,"tool_choice":null)"));
   EXPECT_FALSE(parses(tools + R"(,"tool_choice":"none")"));
   EXPECT_FALSE(parses(R"(,"tools":[])"));
+}
+
+TEST(OpenAiRequest, PenaltiesAndLogitBias) {
+  auto r = parse_oai_completion_request(R"({"prompt":"x","repeat_penalty":1.1,"repeat_last_n":-1,
+    "frequency_penalty":0.5,"presence_penalty":-0.25,"penalize_nl":true,
+    "logit_bias":{"15":-2.5,"7":false}})",
+                                        kLim);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_DOUBLE_EQ(*r->gen.repeat_penalty, 1.1);
+  EXPECT_EQ(*r->gen.repeat_last_n, -1);
+  EXPECT_DOUBLE_EQ(*r->gen.frequency_penalty, 0.5);
+  EXPECT_DOUBLE_EQ(*r->gen.presence_penalty, -0.25);
+  EXPECT_TRUE(*r->gen.penalize_nl);
+  ASSERT_EQ(r->gen.logit_bias.size(), 2u);
+  EXPECT_EQ(*r->gen.logit_bias[0].id, 15);
+  EXPECT_FLOAT_EQ(r->gen.logit_bias[0].bias, -2.5f);
+  EXPECT_EQ(*r->gen.logit_bias[1].id, 7);
+  EXPECT_TRUE(std::isinf(r->gen.logit_bias[1].bias) && r->gen.logit_bias[1].bias < 0);
+  // The peer's array form, with token ids or text.
+  auto a = parse_chat_request(R"({"messages":[{"role":"user","content":"x"}],
+    "logit_bias":[[3,1.5],["hello",false]]})",
+                              kLim);
+  ASSERT_TRUE(a.ok()) << a.status().to_string();
+  ASSERT_EQ(a->gen.logit_bias.size(), 2u);
+  EXPECT_EQ(*a->gen.logit_bias[0].id, 3);
+  EXPECT_FALSE(a->gen.logit_bias[1].id.has_value());
+  EXPECT_EQ(a->gen.logit_bias[1].text, "hello");
+  EXPECT_EQ(a->gen.logit_bias[1].field, "logit_bias[1]");
+  // Absent: nothing set (the server defaults apply).
+  auto d = parse_oai_completion_request(R"({"prompt":"x"})", kLim);
+  ASSERT_TRUE(d.ok());
+  EXPECT_FALSE(d->gen.repeat_penalty || d->gen.frequency_penalty || d->gen.presence_penalty || d->gen.repeat_last_n ||
+               d->gen.penalize_nl);
+  EXPECT_TRUE(d->gen.logit_bias.empty());
+
+  auto err = [&](const std::string& extra) {
+    return error_of(parse_oai_completion_request(R"({"prompt":"x",)" + extra + "}", kLim));
+  };
+  EXPECT_EQ(err(R"("repeat_penalty":0)"), "\"repeat_penalty\" must be > 0 and <= 100");
+  EXPECT_EQ(err(R"("frequency_penalty":3)"), "\"frequency_penalty\" must be between -2 and 2");
+  EXPECT_EQ(err(R"("presence_penalty":"a")"), "\"presence_penalty\" must be a number");
+  EXPECT_EQ(err(R"("repeat_last_n":-2)"), "\"repeat_last_n\" must be >= -1 (-1: the whole context, 0: off)");
+  EXPECT_EQ(err(R"("penalize_nl":1)"), "\"penalize_nl\" must be a boolean");
+  EXPECT_EQ(err(R"("logit_bias":{"a":1})"), "\"logit_bias[\"a\"]\" must be keyed by a token id");
+  EXPECT_EQ(err(R"("logit_bias":{"1":true})"), "\"logit_bias[\"1\"]\" must be a finite number or false");
+  EXPECT_EQ(err(R"("logit_bias":[[1]])"), "\"logit_bias[0]\" must be a [token, bias] pair");
+  EXPECT_EQ(err(R"("logit_bias":[[[1],2]])"), "\"logit_bias[0][0]\" must be a token id or a non-empty string");
+  EXPECT_EQ(err(R"("logit_bias":5)"),
+            "\"logit_bias\" must be an object of token id -> bias, or an array of [token, bias]");
+  // Output control we do not have: refused at non-neutral values, accepted at neutral ones.
+  EXPECT_NE(err(R"("response_format":{"type":"json_schema","json_schema":{}})").find("grammar-constrained"),
+            std::string::npos);
+  EXPECT_EQ(err(R"("response_format":{"type":"yaml"})"),
+            "\"response_format.type\" must be \"text\", \"json_object\" or \"json_schema\"");
+  EXPECT_NE(err(R"("grammar":"root ::= \"a\"")").find("\"grammar\""), std::string::npos);
+  EXPECT_NE(err(R"("json_schema":{"type":"object"})").find("\"json_schema\""), std::string::npos);
+  EXPECT_NE(err(R"("typical_p":0.9)").find("\"typical_p\": 0.9 is not supported"), std::string::npos);
+  EXPECT_NE(err(R"("dry_multiplier":0.8)").find("\"dry_multiplier\""), std::string::npos);
+  EXPECT_TRUE(parse_oai_completion_request(R"({"prompt":"x","response_format":{"type":"text"},"grammar":"",
+    "typical_p":1,"tfs_z":1,"mirostat":0,"xtc_probability":0,"dry_multiplier":0,"top_n_sigma":-1,
+    "dynatemp_range":0})",
+                                           kLim)
+                  .ok());
 }
 
 TEST(OpenAiRequest, TokenLimitFieldsAndPriority) {

@@ -1,12 +1,12 @@
 // model/sampling.h: each sampler's defining property, the chain's determinism, greedy argmax.
 #include "model/sampling.h"
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <random>
 #include <set>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 namespace expertmesh {
 namespace {
@@ -143,6 +143,101 @@ TEST(Sampling, TemperatureScalesLogits) {
   sampling::temperature(c, 0.5f);
   EXPECT_FLOAT_EQ(c[0].logit, 4.0f);
   EXPECT_FLOAT_EQ(c[1].logit, -2.0f);
+}
+
+TEST(Sampling, PenaltiesFollowThePeerFormula) {
+  SamplingParams p;
+  p.repeat_penalty = 2.0f;
+  p.frequency_penalty = 0.5f;
+  p.presence_penalty = 0.25f;
+  std::vector<float> l = {2.0f, -2.0f, 1.0f, 0.5f, 3.0f};
+  const std::vector<int32_t> last = {0, 0, 1, 3, 99};  // 99 is outside the row: ignored
+  sampling::apply_penalties(l, last, p);
+  EXPECT_FLOAT_EQ(l[0], 2.0f / 2 - (2 * 0.5f + 0.25f));  // positive: divided, seen twice
+  EXPECT_FLOAT_EQ(l[1], -2.0f * 2 - (0.5f + 0.25f));     // negative: multiplied
+  EXPECT_FLOAT_EQ(l[2], 1.0f);                           // not seen
+  EXPECT_FLOAT_EQ(l[3], 0.5f / 2 - (0.5f + 0.25f));
+  EXPECT_FLOAT_EQ(l[4], 3.0f);
+  // The exempt token (newline without penalize_nl) keeps its logit.
+  p.penalty_exempt = 0;
+  std::vector<float> l2 = {2.0f, -2.0f};
+  sampling::apply_penalties(l2, last, p);
+  EXPECT_FLOAT_EQ(l2[0], 2.0f);
+  EXPECT_FLOAT_EQ(l2[1], -4.75f);
+}
+
+TEST(Sampling, PenaltyWindowHoldsTheLastAcceptedTokens) {
+  // Token 0 leads, 1 is second, 2 third. A presence penalty of 10 pushes any seen token last.
+  const std::vector<float> l = {5.0f, 4.0f, 3.0f, 0.0f};
+  SamplingParams p;
+  p.temp = 0.0f;  // greedy sees the penalties too
+  p.presence_penalty = 10.0f;
+  p.repeat_last_n = 2;
+  Sampler s(p);
+  EXPECT_EQ(s.sample(l), 0);
+  s.accept(0);
+  EXPECT_EQ(s.sample(l), 1);
+  s.accept(1);
+  EXPECT_EQ(s.sample(l), 2);
+  s.accept(2);  // the window is now {1, 2}: 0 left it
+  EXPECT_EQ(s.sample(l), 0);
+  p.repeat_last_n = -1;  // the whole history
+  Sampler all(p);
+  for (int32_t id : {0, 1, 2}) all.accept(id);
+  EXPECT_EQ(all.sample(l), 3);
+  p.repeat_last_n = 0;  // off
+  Sampler off(p);
+  off.accept(0);
+  EXPECT_EQ(off.sample(l), 0);
+}
+
+TEST(Sampling, LogitBiasBansAndBoosts) {
+  const auto l = random_logits(200, 5);
+  const int32_t top = sampling::greedy(l);
+  SamplingParams p;
+  p.temp = 0.0f;
+  p.logit_bias = {{top, -INFINITY}, {-3, 100.0f}, {1000, 100.0f}};  // out-of-range ids are ignored
+  Sampler greedy(p);
+  std::vector<float> without = l;
+  without[size_t(top)] = -INFINITY;
+  EXPECT_EQ(greedy.sample(l), sampling::greedy(without));
+  p.logit_bias = {{7, 1000.0f}};
+  EXPECT_EQ(Sampler(p).sample(l), 7);
+  // Sampled: a banned token is never drawn, even at a high temperature with no truncation.
+  p.temp = 5.0f;
+  p.top_k = 0;
+  p.top_p = 1.0f;
+  p.min_p = 0.0f;
+  p.logit_bias = {{top, -INFINITY}};
+  Sampler hot(p);
+  for (int i = 0; i < 2000; ++i) ASSERT_NE(hot.sample(l), top);
+}
+
+TEST(Sampling, NeutralPenaltiesLeaveTheChainBitIdentical) {
+  const auto l = random_logits(400, 8);
+  SamplingParams p;
+  p.seed = 11;
+  Sampler plain(p), with_history(p);  // default penalties are off: repeat 1, frequency 0, presence 0
+  for (int i = 0; i < 100; ++i) {
+    const int32_t a = plain.sample(l);
+    const int32_t b = with_history.sample(l);
+    ASSERT_EQ(a, b) << "step " << i;
+    with_history.accept(b);
+  }
+  // And a real penalty does change the choices.
+  p.repeat_penalty = 3.0f;
+  p.presence_penalty = 2.0f;
+  SamplingParams neutral;
+  neutral.seed = 11;
+  Sampler plain2(neutral), penalised(p);
+  int differ = 0;
+  for (int i = 0; i < 100; ++i) {
+    const int32_t a = plain2.sample(l);
+    const int32_t b = penalised.sample(l);
+    differ += a != b;
+    penalised.accept(b);
+  }
+  EXPECT_GT(differ, 0);
 }
 
 }  // namespace

@@ -8,9 +8,11 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "coordinator/server/auth.h"
@@ -422,6 +424,83 @@ TEST(HttpServer, SeedReproducibilityAndLogprobs) {
   }
 }
 
+// The penalties and logit_bias reach the request's sampler: greedy ids change exactly as they
+// must, and bad entries are 400s naming the entry.
+TEST(HttpServer, PenaltiesAndLogitBiasReachTheSampler) {
+  TestServer srv(1);
+  const std::string prompt = "The little dog";
+  auto ids_of = [&](const Json& extra) {
+    Json req = {{"prompt", prompt}, {"n_predict", 24}, {"temperature", 0}, {"n_probs", 1}, {"ignore_eos", true}};
+    req.update(extra);
+    auto [st, j] = srv.post("/completion", req.dump());
+    EXPECT_EQ(st, 200) << j.dump();
+    std::vector<int> ids;
+    if (st == 200)
+      for (const Json& t : j["completion_probabilities"]) ids.push_back(t["id"].get<int>());
+    return ids;
+  };
+  const std::vector<int> plain = ids_of(Json::object());
+  ASSERT_EQ(plain.size(), 24u);
+
+  // A ban (the peer's `false`) removes the token everywhere; a large bias forces one.
+  const std::vector<int> banned = ids_of({{"logit_bias", Json::array({Json::array({plain[0], false})})}});
+  ASSERT_EQ(banned.size(), 24u);
+  for (int id : banned) EXPECT_NE(id, plain[0]);
+  int unused = 0;
+  while (std::find(plain.begin(), plain.end(), unused) != plain.end() || shared().tok->is_eog(unused)) ++unused;
+  for (int id : ids_of({{"logit_bias", {{std::to_string(unused), 100}}}})) EXPECT_EQ(id, unused);
+
+  // Strong penalties over the whole context: no token of the prompt or of the answer comes back.
+  auto [tst, tj] = srv.post("/tokenize", Json{{"content", prompt}, {"add_special", true}}.dump());
+  ASSERT_EQ(tst, 200);
+  std::set<int> seen;
+  for (const Json& t : tj["tokens"]) seen.insert(t.get<int>());
+  const Json strong = {{"repeat_penalty", 100}, {"presence_penalty", 2}, {"repeat_last_n", -1}, {"penalize_nl", true}};
+  const std::vector<int> penalised = ids_of(strong);
+  ASSERT_EQ(penalised.size(), 24u);
+  const std::set<int> prompt_ids = seen;
+  for (int id : penalised) EXPECT_TRUE(seen.insert(id).second) << "token " << id << " came back";
+  // Bias first, then penalties: a boosted token that is new is chosen once, then penalised away;
+  // a boosted token of the prompt is penalised from the start (the prompt is in the window).
+  auto boosted = [&](int id) {
+    Json req = strong;
+    req["logit_bias"] = Json::array({Json::array({id, 50})});
+    return ids_of(req);
+  };
+  const std::vector<int> fresh = boosted(unused);
+  ASSERT_EQ(fresh.size(), 24u);
+  EXPECT_EQ(fresh[0], unused);
+  EXPECT_NE(fresh[1], unused);
+  const int from_prompt = *prompt_ids.rbegin();
+  EXPECT_NE(boosted(from_prompt)[0], from_prompt);
+  EXPECT_EQ(ids_of({{"logit_bias", Json::array({Json::array({from_prompt, 50})})}})[0], from_prompt);
+  // Neutral values change nothing.
+  EXPECT_EQ(ids_of({{"repeat_penalty", 1},
+                    {"frequency_penalty", 0},
+                    {"presence_penalty", 0},
+                    {"typical_p", 1},
+                    {"mirostat", 0},
+                    {"response_format", {{"type", "text"}}}}),
+            plain);
+
+  auto error = [&](const Json& extra) {
+    Json req = {{"prompt", prompt}, {"n_predict", 2}};
+    req.update(extra);
+    auto [st, j] = srv.post("/completion", req.dump());
+    EXPECT_EQ(st, 400) << j.dump();
+    return j["error"]["message"].get<std::string>();
+  };
+  EXPECT_NE(error({{"logit_bias", {{"100000", 1}}}}).find("logit_bias[\"100000\"]"), std::string::npos);
+  EXPECT_NE(error({{"logit_bias", Json::array({Json::array({"dog", true})})}}).find("logit_bias[0][1]"),
+            std::string::npos);
+  Json all = Json::array();
+  for (int i = 0; i < shared().tok->n_vocab(); ++i) all.push_back(Json::array({i, false}));
+  EXPECT_NE(error({{"logit_bias", all}}).find("bans every token"), std::string::npos);
+  EXPECT_NE(error({{"response_format", {{"type", "json_object"}}}}).find("grammar-constrained"), std::string::npos);
+  EXPECT_NE(error({{"mirostat", 2}}).find("\"mirostat\""), std::string::npos);
+  EXPECT_NE(error({{"repeat_penalty", 0}}).find("\"repeat_penalty\""), std::string::npos);
+}
+
 TEST(HttpServer, TokenizeDetokenizeRoundTrip) {
   TestServer srv(1);
   const std::string text = "Hello world, once upon a time there was a dog.";
@@ -464,6 +543,8 @@ TEST(HttpServer, InfoEndpointsAndMetrics) {
   EXPECT_EQ(p["total_slots"], 2);
   EXPECT_EQ(p["n_ctx"], 256);
   EXPECT_EQ(p["default_generation_settings"]["n_ctx"], 128);
+  EXPECT_EQ(p["default_generation_settings"]["repeat_penalty"], 1.0);
+  EXPECT_EQ(p["default_generation_settings"]["repeat_last_n"], 64);
   EXPECT_NE(p["chat_template"].get<std::string>().find("im_start"), std::string::npos);
 
   auto [ss, sb] = srv.get("/slots");

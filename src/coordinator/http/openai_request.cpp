@@ -108,6 +108,115 @@ Status parse_stop(const Fields& f, GenerationParams& g, const ApiLimits& lim) {
   return Status::Ok();
 }
 
+// A logit_bias value: a finite number, or false (the peer's "ban").
+Result<float> bias_value(const Json& v, const std::string& field) {
+  if (v.is_boolean() && !v.get<bool>()) return -std::numeric_limits<float>::infinity();
+  if (!v.is_number() || !std::isfinite(v.get<double>()) || std::fabs(v.get<double>()) > 1.0e30)
+    return field_error(field, "must be a finite number or false");
+  return static_cast<float>(v.get<double>());
+}
+
+// logit_bias: OpenAI's {"TOKEN_ID": bias} object, or the peer's [[TOKEN_ID or "text", bias], ...].
+Status parse_logit_bias(const Fields& f, GenerationParams& g, const ApiLimits& lim) {
+  const Json* v = f.get("logit_bias");
+  if (!v) return Status::Ok();
+  const std::string name = f.name("logit_bias");
+  if (v->size() > lim.max_logit_bias)
+    return field_error(name, "must have at most " + std::to_string(lim.max_logit_bias) + " entries");
+  if (v->is_object()) {
+    for (const auto& [key, val] : v->items()) {
+      GenerationParams::LogitBias b;
+      b.field = name + "[\"" + key + "\"]";
+      const bool digits = !key.empty() && key.size() <= 10 && key.find_first_not_of("0123456789") == std::string::npos;
+      if (!digits) return field_error(b.field, "must be keyed by a token id");
+      b.id = std::stoll(key);
+      EM_ASSIGN_OR_RETURN(b.bias, bias_value(val, b.field));
+      g.logit_bias.push_back(std::move(b));
+    }
+    return Status::Ok();
+  }
+  if (!v->is_array()) return field_error(name, "must be an object of token id -> bias, or an array of [token, bias]");
+  for (size_t i = 0; i < v->size(); ++i) {
+    const Json& e = (*v)[i];
+    GenerationParams::LogitBias b;
+    b.field = name + "[" + std::to_string(i) + "]";
+    if (!e.is_array() || e.size() != 2) return field_error(b.field, "must be a [token, bias] pair");
+    if (e[0].is_number_integer()) {
+      b.id = e[0].get<int64_t>();
+    } else if (e[0].is_string() && !e[0].get<std::string>().empty()) {
+      b.text = e[0].get<std::string>();
+    } else {
+      return field_error(b.field + "[0]", "must be a token id or a non-empty string");
+    }
+    EM_ASSIGN_OR_RETURN(b.bias, bias_value(e[1], b.field + "[1]"));
+    g.logit_bias.push_back(std::move(b));
+  }
+  return Status::Ok();
+}
+
+Status parse_penalties(const Fields& f, GenerationParams& g) {
+  EM_ASSIGN_OR_RETURN(auto rp, f.number("repeat_penalty"));
+  if (rp) {
+    if (*rp <= 0.0 || *rp > 100.0) return field_error(f.name("repeat_penalty"), "must be > 0 and <= 100");
+    g.repeat_penalty = *rp;
+  }
+  for (auto [key, out] :
+       {std::pair{"frequency_penalty", &g.frequency_penalty}, std::pair{"presence_penalty", &g.presence_penalty}}) {
+    EM_ASSIGN_OR_RETURN(auto v, f.number(key));
+    if (v) {
+      EM_ASSIGN_OR_RETURN(*out, in_range(v, f.name(key), -2.0, 2.0));
+    }
+  }
+  EM_ASSIGN_OR_RETURN(auto last_n, f.integer("repeat_last_n"));
+  if (last_n) {
+    if (*last_n < -1 || *last_n > std::numeric_limits<int32_t>::max())
+      return field_error(f.name("repeat_last_n"), "must be >= -1 (-1: the whole context, 0: off)");
+    g.repeat_last_n = static_cast<int32_t>(*last_n);
+  }
+  EM_ASSIGN_OR_RETURN(g.penalize_nl, f.boolean("penalize_nl"));
+  return Status::Ok();
+}
+
+// Fields that ask for output control this server does not have. At their neutral values (what
+// UIs send by default) they are accepted; otherwise the request is refused rather than answered
+// as if they had been honoured.
+Status refuse_unsupported_sampling(const Fields& f) {
+  const std::string kGrammar = " needs grammar-constrained sampling, which this server does not have";
+  if (const Json* rf = f.get("response_format")) {
+    if (!rf->is_object()) return field_error(f.name("response_format"), "must be an object");
+    auto type = rf->find("type");
+    if (type == rf->end() || !type->is_string()) return field_error(f.name("response_format.type"), "must be a string");
+    const std::string t = type->get<std::string>();
+    if (t == "json_object" || t == "json_schema")
+      return Status::Unsupported("\"" + f.name("response_format") + "\" of type \"" + t + "\"" + kGrammar);
+    if (t != "text")
+      return field_error(f.name("response_format.type"), "must be \"text\", \"json_object\" or \"json_schema\"");
+  }
+  if (const Json* gr = f.get("grammar"); gr && !(gr->is_string() && gr->get<std::string>().empty()))
+    return Status::Unsupported("\"" + f.name("grammar") + "\"" + kGrammar);
+  if (f.get("json_schema")) return Status::Unsupported("\"" + f.name("json_schema") + "\"" + kGrammar);
+  // The peer's other samplers, each with the value that turns it off.
+  struct Off {
+    const char* key;
+    bool (*neutral)(double);
+  };
+  static const Off kOff[] = {
+      {"mirostat", [](double v) { return v == 0; }},       {"typical_p", [](double v) { return v >= 1; }},
+      {"tfs_z", [](double v) { return v >= 1; }},          {"xtc_probability", [](double v) { return v <= 0; }},
+      {"dry_multiplier", [](double v) { return v <= 0; }}, {"top_n_sigma", [](double v) { return v <= 0; }},
+      {"dynatemp_range", [](double v) { return v <= 0; }},
+  };
+  for (const Off& o : kOff) {
+    EM_ASSIGN_OR_RETURN(auto v, f.number(o.key));
+    if (v && !o.neutral(*v))
+      return Status::Unsupported(
+          fmt::format("\"{}\": {:g} is not supported (that sampler is not implemented; "
+                      "leave it at its off value)",
+                      f.name(o.key), *v));
+  }
+  return Status::Ok();
+}
+
 // Fields common to every generating endpoint. `n_predict_keys` lists the token-limit fields
 // in the peer's priority order (the first present wins).
 Status parse_generation(const Fields& f, GenerationParams& g, const ApiLimits& lim,
@@ -157,7 +266,9 @@ Status parse_generation(const Fields& f, GenerationParams& g, const ApiLimits& l
   }
   EM_ASSIGN_OR_RETURN(auto n, f.integer("n"));
   if (n && *n != 1) return Status::Unsupported("\"" + f.name("n") + "\" must be 1 (one choice per request)");
-  return Status::Ok();
+  EM_RETURN_IF_ERROR(parse_penalties(f, g));
+  EM_RETURN_IF_ERROR(parse_logit_bias(f, g, lim));
+  return refuse_unsupported_sampling(f);
 }
 
 // The OpenAI "model" and "user" strings (both optional) of a chat or completion request.

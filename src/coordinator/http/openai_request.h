@@ -30,7 +30,8 @@ struct ApiLimits {
   int32_t max_tokens_cap = 32768;      // max_tokens / n_predict above this: 400
   size_t max_messages = 4096;
   size_t max_stop_strings = 16;
-  int32_t max_n_probs = 20;  // logprobs / top_logprobs / n_probs
+  int32_t max_n_probs = 20;      // logprobs / top_logprobs / n_probs
+  size_t max_logit_bias = 4096;  // logit_bias entries (OpenAI allows 300; the peer has no limit)
   size_t max_json_depth = 64;
 };
 
@@ -48,6 +49,20 @@ struct GenerationParams {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   bool ignore_eos = false;     // the peer's extension: generate through end-of-generation tokens
+
+  // Penalties (OpenAI's frequency/presence, the peer's repeat_*; see model/sampling.h).
+  std::optional<double> repeat_penalty, frequency_penalty, presence_penalty;
+  std::optional<int32_t> repeat_last_n;  // -1: the whole slot context
+  std::optional<bool> penalize_nl;
+  // logit_bias as sent; token ids are checked and strings tokenized by the server, which knows
+  // the vocabulary. `field` names the entry for errors.
+  struct LogitBias {
+    std::optional<int64_t> id;  // else `text`
+    std::string text;
+    float bias = 0;  // -inf: banned ("false" in the peer's form)
+    std::string field;
+  };
+  std::vector<LogitBias> logit_bias;
 };
 
 struct ToolCall {

@@ -161,6 +161,11 @@ http::Json HttpServer::Routes::generation_settings(const HttpServer& s, int64_t 
   g["top_p"] = sp.top_p;
   g["min_p"] = sp.min_p;
   g["min_keep"] = sp.min_keep;
+  g["repeat_last_n"] = sp.repeat_last_n;
+  g["repeat_penalty"] = sp.repeat_penalty;
+  g["frequency_penalty"] = sp.frequency_penalty;
+  g["presence_penalty"] = sp.presence_penalty;
+  g["penalize_nl"] = sp.penalty_exempt < 0;
   g["stop"] = http::Json::array();
   g["max_tokens"] = s.opt_.n_predict;
   g["n_probs"] = 0;

@@ -202,8 +202,42 @@ void stream_response(httplib::Response& res, std::shared_ptr<Job> job, Formatter
 
 // The sampling and stopping options of a request over the server's defaults; the seed is
 // resolved here (absent or -1: random), so the scheduler never sees "random".
-GenerationRequest make_request(const HttpServerOptions& opt, const http::GenerationParams& g,
-                               std::vector<int32_t> prompt) {
+// logit_bias entries → (id, bias) for the sampler: ids checked against the vocabulary, strings
+// tokenized (every token of the text gets the bias, as in the peer). Banning every token is an
+// error: there would be nothing left to sample.
+Result<std::vector<std::pair<int32_t, float>>> resolve_logit_bias(
+    const Tokenizer& tok, const std::vector<http::GenerationParams::LogitBias>& in) {
+  std::vector<std::pair<int32_t, float>> out;
+  for (const auto& b : in) {
+    std::vector<int32_t> ids;
+    if (b.id) {
+      if (*b.id < 0 || *b.id >= tok.n_vocab())
+        return Status::InvalidArgument(
+            fmt::format("\"{}\": token id {} is outside the vocabulary [0, {})", b.field, *b.id, tok.n_vocab()));
+      ids.push_back(static_cast<int32_t>(*b.id));
+    } else {
+      ids = tok.encode(b.text, /*add_special=*/false);
+      if (ids.empty()) return Status::InvalidArgument(fmt::format("\"{}\": the text gives no tokens", b.field));
+    }
+    for (int32_t id : ids) out.emplace_back(id, b.bias);
+  }
+  // Later entries for the same id replace earlier ones in the peer (a map); keep only the last.
+  std::vector<std::pair<int32_t, float>> last;
+  std::vector<bool> seen(static_cast<size_t>(tok.n_vocab()), false);
+  for (auto it = out.rbegin(); it != out.rend(); ++it) {
+    if (seen[size_t(it->first)]) continue;
+    seen[size_t(it->first)] = true;
+    last.push_back(*it);
+  }
+  size_t n_banned = 0;
+  for (const auto& [id, b] : last) n_banned += std::isinf(b) && b < 0;
+  if (n_banned > 0 && n_banned >= size_t(tok.n_vocab()))
+    return Status::InvalidArgument("\"logit_bias\" bans every token of the vocabulary");
+  return last;
+}
+
+Result<GenerationRequest> make_request(const HttpServerOptions& opt, const Tokenizer& tok,
+                                       const http::GenerationParams& g, std::vector<int32_t> prompt) {
   GenerationRequest r;
   r.prompt = std::move(prompt);
   r.n_predict = g.n_predict >= 0 ? g.n_predict : opt.n_predict;
@@ -212,6 +246,14 @@ GenerationRequest make_request(const HttpServerOptions& opt, const http::Generat
   if (g.top_p) r.sampling.top_p = static_cast<float>(*g.top_p);
   if (g.min_p) r.sampling.min_p = static_cast<float>(*g.min_p);
   if (g.top_k) r.sampling.top_k = *g.top_k;
+  if (g.repeat_penalty) r.sampling.repeat_penalty = static_cast<float>(*g.repeat_penalty);
+  if (g.frequency_penalty) r.sampling.frequency_penalty = static_cast<float>(*g.frequency_penalty);
+  if (g.presence_penalty) r.sampling.presence_penalty = static_cast<float>(*g.presence_penalty);
+  if (g.repeat_last_n) r.sampling.repeat_last_n = *g.repeat_last_n;
+  if (g.penalize_nl) r.sampling.penalty_exempt = *g.penalize_nl ? -1 : tok.newline();
+  if (!g.logit_bias.empty()) {
+    EM_ASSIGN_OR_RETURN(r.sampling.logit_bias, resolve_logit_bias(tok, g.logit_bias));
+  }
   if (g.seed && *g.seed >= 0) {
     r.sampling.seed = static_cast<uint32_t>(*g.seed);
   } else {
@@ -226,8 +268,13 @@ GenerationRequest make_request(const HttpServerOptions& opt, const http::Generat
 // Shared front half of the generating routes: prompt length check, submit. On failure the
 // response is written and nullptr returned.
 std::shared_ptr<Job> submit_job(Scheduler& sched, HttpCounters& counters, const std::atomic<bool>& stopping,
-                                int64_t n_ctx_slot, GenerationRequest gen, const char* prompt_field,
+                                int64_t n_ctx_slot, Result<GenerationRequest> made, const char* prompt_field,
                                 httplib::Response& res) {
+  if (!made.ok()) {
+    send_status_error(res, made.status());
+    return nullptr;
+  }
+  GenerationRequest gen = std::move(*made);
   const int64_t n_prompt = static_cast<int64_t>(gen.prompt.size());
   if (n_prompt == 0) {
     send_status_error(res, Status::InvalidArgument(fmt::format("\"{}\": the prompt gives no tokens", prompt_field)));
@@ -279,7 +326,7 @@ void HttpServer::Routes::chat_completions(HttpServer& s, const httplib::Request&
   out_opt.parse_tool_calls = http::parses_tool_calls(cr);
   out_opt.tools = cr.tools;
   std::shared_ptr<Job> job = submit_job(s.sched_, s.counters_, s.stopping_, s.sched_.stats().n_ctx_slot,
-                                        make_request(s.opt_, cr.gen, std::move(*prompt)), "messages", res);
+                                        make_request(s.opt_, s.tok_, cr.gen, std::move(*prompt)), "messages", res);
   if (!job) return;
   http::ResponseMeta meta = make_meta("chatcmpl-", cr.model, s.opt_.model_alias);
   const bool want_lp = cr.logprobs;
@@ -344,7 +391,7 @@ HttpServer::Routes::CompletionJob HttpServer::Routes::submit_completion(HttpServ
     return out;
   }
   out.job = submit_job(s.sched_, s.counters_, s.stopping_, s.sched_.stats().n_ctx_slot,
-                       make_request(s.opt_, out.cr.gen, std::move(*prompt)), "prompt", res);
+                       make_request(s.opt_, s.tok_, out.cr.gen, std::move(*prompt)), "prompt", res);
   return out;
 }
 

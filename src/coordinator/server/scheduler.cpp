@@ -119,6 +119,8 @@ struct Scheduler::Impl {
     s.n_predicted = 0;
     s.pending_token = -1;
     s.sampler = std::make_unique<Sampler>(a.p.req.sampling);
+    // The penalties see the prompt, as llama-server's do (the sampler keeps only its window).
+    for (int32_t t : a.p.req.prompt) s.sampler->accept(t);
     s.text = TextStream(a.p.req.stop);
     s.probs.clear();
     s.t_start = Clock::now();
@@ -214,6 +216,7 @@ struct Scheduler::Impl {
   void on_logits(Slot& s, const float* row) {
     const GenerationRequest& r = s.p.req;
     const int32_t id = s.sampler->sample(std::span<const float>(row, size_t(n_vocab)));
+    s.sampler->accept(id);
     if (s.n_predicted == 0) s.t_first = Clock::now();
     ++s.n_predicted;
     if (r.n_probs > 0) s.probs.push_back(logprobs(row, id, r.n_probs));

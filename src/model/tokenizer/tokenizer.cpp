@@ -446,6 +446,13 @@ int32_t Tokenizer::eos() const { return impl_->eos; }
 int32_t Tokenizer::eot() const { return impl_->eot; }
 int32_t Tokenizer::unk() const { return impl_->unk; }
 int32_t Tokenizer::pad() const { return impl_->pad; }
+int32_t Tokenizer::newline() const {
+  // SPM encodes "\n" with the space prefix; its linefeed is the byte token, as in the peer.
+  if (type() == VocabType::kSpm)
+    if (int32_t id = find_token("<0x0A>"); id >= 0) return id;
+  const std::vector<int32_t> ids = encode("\n", /*add_special=*/false);
+  return ids.size() == 1 ? ids[0] : -1;
+}
 bool Tokenizer::add_bos() const { return impl_->add_bos; }
 bool Tokenizer::add_eos() const { return impl_->add_eos; }
 bool Tokenizer::is_eog(int32_t id) const {

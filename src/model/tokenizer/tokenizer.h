@@ -84,6 +84,9 @@ class Tokenizer {
   const std::string& token_text(int32_t id) const;  // raw vocabulary string
   // -1 when `text` is not a token.
   int32_t find_token(std::string_view text) const;
+  // The token "\n" encodes to when that is a single token, else -1 (the peer's linefeed id, which
+  // the repetition penalties spare unless penalize_nl).
+  int32_t newline() const;
 
  private:
   explicit Tokenizer(std::unique_ptr<TokenizerImpl> impl);
