@@ -128,7 +128,9 @@ void apply_penalties(std::span<float> logits, std::span<const int32_t> last, con
 void Sampler::accept(int32_t id) {
   if (p_.repeat_last_n == 0) return;
   last_.push_back(id);
-  if (p_.repeat_last_n > 0 && last_.size() > static_cast<size_t>(p_.repeat_last_n)) last_.pop_front();
+  // The window is small (64 by default) next to a forward pass: shifting it costs nothing, and
+  // a contiguous window goes to apply_penalties without a copy.
+  if (p_.repeat_last_n > 0 && last_.size() > static_cast<size_t>(p_.repeat_last_n)) last_.erase(last_.begin());
 }
 
 int32_t Sampler::sample(std::span<const float> raw) {
@@ -136,8 +138,7 @@ int32_t Sampler::sample(std::span<const float> raw) {
   if (!p_.logit_bias.empty() || (p_.penalties_on() && !last_.empty())) {
     adjusted_.assign(raw.begin(), raw.end());
     sampling::apply_logit_bias(adjusted_, p_.logit_bias);
-    const std::vector<int32_t> window(last_.begin(), last_.end());
-    sampling::apply_penalties(adjusted_, window, p_);
+    sampling::apply_penalties(adjusted_, last_, p_);
     logits = adjusted_;
   }
   if (p_.temp <= 0.0f) return sampling::greedy(logits);

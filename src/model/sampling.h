@@ -32,7 +32,6 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <random>
 #include <span>
 #include <utility>
@@ -112,7 +111,7 @@ class Sampler {
   std::mt19937 rng_;
   std::vector<Candidate> cand_;
   std::vector<float> adjusted_;  // the logits after bias and penalties
-  std::deque<int32_t> last_;     // the penalty window, oldest first
+  std::vector<int32_t> last_;    // the penalty window, oldest first (at most repeat_last_n when > 0)
 };
 
 }  // namespace expertmesh

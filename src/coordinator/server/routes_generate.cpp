@@ -200,8 +200,6 @@ void stream_response(httplib::Response& res, std::shared_ptr<Job> job, Formatter
       [job](bool) { job->abandon(); });
 }
 
-// The sampling and stopping options of a request over the server's defaults; the seed is
-// resolved here (absent or -1: random), so the scheduler never sees "random".
 // logit_bias entries → (id, bias) for the sampler: ids checked against the vocabulary, strings
 // tokenized (every token of the text gets the bias, as in the peer). Banning every token is an
 // error: there would be nothing left to sample.
@@ -236,6 +234,8 @@ Result<std::vector<std::pair<int32_t, float>>> resolve_logit_bias(
   return last;
 }
 
+// The sampling and stopping options of a request over the server's defaults; the seed is
+// resolved here (absent or -1: random), so the scheduler never sees "random".
 Result<GenerationRequest> make_request(const HttpServerOptions& opt, const Tokenizer& tok,
                                        const http::GenerationParams& g, std::vector<int32_t> prompt) {
   GenerationRequest r;
