@@ -81,6 +81,9 @@ void add_kv_cache_flags(FlagSet& fs, worker::EngineOptions* eo) {
                 kv_type(&eo->type_k, "-ctk"));
   fs.add_custom({"-ctv", "--cache-type-v"}, "TYPE", "KV cache type of V: f16 (default), q8_0, bf16, f32",
                 kv_type(&eo->type_v, "-ctv"));
+  fs.add_bool({"--bf16-activations"}, &eo->bf16_activations,
+              "BF16 weights multiply BF16-rounded activations, as the peer does (AVX512-BF16 dot products); "
+              "default: F32 activations, more accurate");
 }
 
 namespace {

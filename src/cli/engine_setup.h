@@ -56,7 +56,8 @@ struct RuntimeFlags {
 };
 void add_runtime_flags(FlagSet& fs, RuntimeFlags* f);
 // Registers -ctk/--cache-type-k and -ctv/--cache-type-v (llama.cpp's names) on eo->type_k /
-// eo->type_v; a bad type name is an error naming the flag.
+// eo->type_v; a bad type name is an error naming the flag. Also --bf16-activations
+// (eo->bf16_activations), the other engine numeric option every subcommand shares.
 void add_kv_cache_flags(FlagSet& fs, worker::EngineOptions* eo);
 // Collective over ctx.comm (every rank calls it after run_lockstep succeeded).
 Status report_runtime(const RankContext& ctx, const EngineSetup& s, const char* cmd, int64_t n_tokens,

@@ -143,6 +143,22 @@ Result<std::vector<int>> allowed_cpus() {
   return out;
 }
 
+Result<std::vector<std::vector<int>>> allowed_cores() {
+  EM_ASSIGN_OR_RETURN(std::vector<int> allowed, allowed_cpus());
+  EM_ASSIGN_OR_RETURN(TopologyPtr t, load_topology(false));
+  std::vector<std::vector<int>> cores;
+  const int n = hwloc_get_nbobjs_by_type(t.get(), HWLOC_OBJ_CORE);
+  for (int i = 0; i < n; ++i) {
+    hwloc_obj_t o = hwloc_get_obj_by_type(t.get(), HWLOC_OBJ_CORE, static_cast<unsigned>(i));
+    if (!o || !o->cpuset) continue;
+    std::vector<int> pus;
+    for (int c : bits(o->cpuset))
+      if (std::binary_search(allowed.begin(), allowed.end(), c)) pus.push_back(c);
+    if (!pus.empty()) cores.push_back(std::move(pus));
+  }
+  return cores;
+}
+
 int launched_node(const Machine& m, const std::vector<int>& allowed) {
   if (allowed.empty()) return -1;
   const int node = m.node_of_cpu(allowed.front());

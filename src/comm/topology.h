@@ -53,6 +53,11 @@ Result<Machine> discover(bool find_gpus = true);
 // CPUs this process may run on now (sched_getaffinity of the calling thread), ascending.
 Result<std::vector<int>> allowed_cpus();
 
+// The physical cores this process may run on now: for each core with an allowed PU, its
+// allowed PUs (OS indices, ascending); cores in hwloc's logical order. For pinning a thread
+// pool one thread per core.
+Result<std::vector<std::vector<int>>> allowed_cores();
+
 // The NUMA node this process was launched bound to: when every allowed CPU lies in one node and
 // that is not every CPU of the machine (mpirun --bind-to numa / a rankfile / numactl -N), its
 // os_index; otherwise -1 (unbound, or bound across nodes).

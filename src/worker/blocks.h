@@ -110,6 +110,15 @@ Result<Buf> ffn_swiglu(const StepContext& c, const LayerWeights& w, const LayerP
 // in slot order on every rank, so the result does not depend on the expert placement.
 Result<Buf> moe_ffn(const StepContext& c, const LayerWeights& w, const LayerPlan& p, const Buf& h);
 
+// The exact tensor-parallel output projection of a split layer (attention output, dense FFN
+// down): gathers every stage rank's activation columns (`local`: n_tok × its span of
+// `in_spans`, in units of `unit` columns) into n_tok × in_width, computes this rank's output rows
+// `mine` of `w` with whole dot products, and gathers every rank's rows (`out_spans`, by stage
+// index) into n_tok × n_embd on every rank of the stage (bit-identical to one rank's result).
+Result<Buf> project_out(const StepContext& c, const Weight& w, const Buf& local, int64_t in_width,
+                        const std::vector<Span>& in_spans, int64_t unit, const std::vector<Span>& out_spans, Span mine,
+                        const char* trace_name);
+
 // The pre-norm residual block llama, qwen3 and qwen3moe share (the peer's llm_build_* layer):
 //   x += attention(rms_norm(x) * attn_norm);  x += ffn(rms_norm(x) * ffn_norm)
 // with the dense SwiGLU FFN or the routed MoE FFN. x is n_tok × n_embd, updated in place; the

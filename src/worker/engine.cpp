@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "comm/topology.h"
 #include "model/archs/arch.h"
 #include "worker/matmul.h"
 
@@ -49,13 +50,28 @@ Result<std::unique_ptr<Engine>> Engine::create(const Model& model, RankPlan plan
   return e;
 }
 
+namespace {
+
+// One core per pool thread when this rank may use at least that many cores (the launcher's
+// binding decides which); none when pinning is off or the rank is oversubscribed.
+std::vector<std::vector<int>> thread_pins(const EngineOptions& opt) {
+  if (!opt.pin_threads || opt.n_threads < 2) return {};
+  auto cores = topology::allowed_cores();
+  if (!cores.ok() || int(cores->size()) < opt.n_threads) return {};
+  return std::move(*cores);
+}
+
+}  // namespace
+
 Engine::Engine(const Model& m, RankPlan plan, const EngineOptions& opt, KvCache kv)
     : model_(m),
       plan_(std::move(plan)),
       opt_(opt),
       k_(cpu::select_kernels()),
-      pool_(opt.n_threads),
-      kv_(std::move(kv)) {}
+      pool_(opt.n_threads, thread_pins(opt)),
+      kv_(std::move(kv)) {
+  if (opt.bf16_activations) k_.gemm_bf16_bf16act = cpu::bf16_activation_kernel(k_.isa);
+}
 
 void Engine::set_cluster(comm::Cluster* c) {
   cluster_ = c;

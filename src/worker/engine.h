@@ -38,6 +38,12 @@ struct EngineOptions {
   // kAuto: a rank that holds the whole model uses the file mapping (nothing read at load, the
   // page cache shared); a rank with a share of it reads exactly its rows into private memory.
   WeightSource weights = WeightSource::kAuto;
+  // --bf16-activations: BF16 weights multiply BF16-rounded activations (the peer's arithmetic,
+  // AVX512-BF16 dot products) instead of F32 ones.
+  bool bf16_activations = false;
+  // Pin the pool's worker threads one per core of the cores this rank may use (hwloc), when
+  // there are at least n_threads of them.
+  bool pin_threads = true;
 };
 
 class Engine {
@@ -102,7 +108,7 @@ class Engine {
   const Model& model_;
   RankPlan plan_;
   EngineOptions opt_;
-  const cpu::Kernels& k_;
+  cpu::Kernels k_;  // the selected ISA's table, with this engine's options applied
   ThreadPool pool_;
   KvCache kv_;
   int64_t kv_head0_ = 0;

@@ -32,6 +32,17 @@ class KvCache {
   // Dequantizes positions [0, n) of kv head `h` of layer `l` of sequence `seq` to n × head_dim floats.
   Status load_k(int64_t seq, int64_t l, int64_t h, int64_t n, float* out) const;
   Status load_v(int64_t seq, int64_t l, int64_t h, int64_t n, float* out) const;
+  // The stored rows of kv head `h` of local layer `l` of sequence `seq` (for kernels that read
+  // the cache type directly): the row of position p starts at k_rows(seq, l, h) + p *
+  // k_row_bytes() (n_ctx() rows; v likewise). Preconditions: seq < n_seq(), l and h in range.
+  const uint8_t* k_rows(int64_t seq, int64_t l, int64_t h) const {
+    return k_.data() + row_index(seq, l, h, 0) * k_row_;
+  }
+  const uint8_t* v_rows(int64_t seq, int64_t l, int64_t h) const {
+    return v_.data() + row_index(seq, l, h, 0) * v_row_;
+  }
+  int64_t k_row_bytes() const { return k_row_; }
+  int64_t v_row_bytes() const { return v_row_; }
 
  private:
   int64_t row_index(int64_t seq, int64_t l, int64_t h, int64_t pos) const {

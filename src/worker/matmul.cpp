@@ -5,8 +5,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <mutex>
-#include <vector>
 
 #include "kernels/quant/fp16.h"
 #include "kernels/quant/quant.h"
@@ -14,13 +12,40 @@
 namespace expertmesh::worker {
 namespace {
 
-constexpr int64_t kTileRows = 16;
+// Rows per generic tile: 16 dequantized F32 rows of a 4096-wide weight are 256 KiB (L2).
+constexpr int64_t kGenericTileRows = 16;
 
 int64_t interleave_of(GgmlType t) { return type_traits(t)->interleave; }
 
+// Tiles of one matmul: rows in chunks of `rows` (a multiple of 8 unless the whole range is
+// smaller), tokens in chunks of `toks`. The split only changes which thread computes what,
+// never a value (kernel contract, gemm.h).
+struct Split {
+  int64_t rows = 0, toks = 0, n_row_tiles = 0, n_tok_tiles = 0;
+  int64_t n_tasks() const { return n_row_tiles * n_tok_tiles; }
+};
+
+Split split_for(int64_t nrows, int64_t n_tok, int n_threads, int64_t max_rows) {
+  Split s;
+  // Enough tasks to balance (4 per thread) without tiles so small that the kernel's per-tile
+  // setup (unpacking a weight tile for many tokens) dominates.
+  const int64_t want = int64_t(n_threads) * 4;
+  s.rows = max_rows;
+  while (s.rows > 8 && (nrows + s.rows - 1) / s.rows < want) s.rows /= 2;
+  s.rows = std::min(s.rows, nrows);
+  s.n_row_tiles = (nrows + s.rows - 1) / s.rows;
+  s.toks = n_tok;
+  if (s.n_row_tiles < want && n_tok >= 64) {  // few rows, many tokens: split the tokens too
+    const int64_t chunks = std::min<int64_t>((want + s.n_row_tiles - 1) / s.n_row_tiles, n_tok / 32);
+    s.toks = (n_tok + chunks - 1) / chunks;
+  }
+  s.n_tok_tiles = (n_tok + s.toks - 1) / s.toks;
+  return s;
+}
+
 }  // namespace
 
-ActivationRounding activation_rounding(GgmlType t) {
+GenericRounding generic_rounding(GgmlType t) {
   switch (t) {
     case GgmlType::Q4_0:
     case GgmlType::Q4_1:
@@ -29,9 +54,11 @@ ActivationRounding activation_rounding(GgmlType t) {
     case GgmlType::Q6_0:
     case GgmlType::Q8_0:
     case GgmlType::IQ4_NL:
-      return ActivationRounding::kQ8_2;
+      return GenericRounding::kQ8_2;
+    case GgmlType::F16:
+      return GenericRounding::kF16;
     default:
-      return ActivationRounding::kNone;
+      return GenericRounding::kNone;
   }
 }
 
@@ -45,6 +72,79 @@ void round_activations_q8_2(const float* x, float* out, int64_t n) {
   }
 }
 
+Activations::Activations(const Activations& src, const std::vector<int64_t>& rows)
+    : x_(nullptr), ldx_(src.n_cols_), n_tok_(int64_t(rows.size())), n_cols_(src.n_cols_) {
+  own_.resize(rows.size() * size_t(n_cols_));
+  for (size_t i = 0; i < rows.size(); ++i)
+    std::memcpy(own_.data() + i * size_t(n_cols_), src.x_ + rows[i] * src.ldx_, size_t(n_cols_) * sizeof(float));
+  x_ = own_.data();
+  for (size_t f = 0; f < q_.size(); ++f) {
+    if (!src.q_ready_[f]) continue;
+    const size_t rb = cpu::act_row_bytes(cpu::ActType(f), n_cols_);
+    q_[f].resize(rb * rows.size());
+    for (size_t i = 0; i < rows.size(); ++i)
+      std::memcpy(q_[f].data() + i * rb, src.q_[f].data() + size_t(rows[i]) * rb, rb);
+    q_ready_[f] = true;
+  }
+  for (size_t f = 1; f < r_.size(); ++f) {  // kNone is the floats themselves
+    if (!src.r_ready_[f]) continue;
+    r_[f].resize(rows.size() * size_t(n_cols_));
+    for (size_t i = 0; i < rows.size(); ++i)
+      std::memcpy(r_[f].data() + i * size_t(n_cols_), src.r_[f].data() + rows[i] * n_cols_,
+                  size_t(n_cols_) * sizeof(float));
+    r_ready_[f] = true;
+  }
+}
+
+const uint8_t* Activations::quantized(cpu::ActType a, const cpu::Kernels& k, ThreadPool& pool) {
+  const size_t i = size_t(a);
+  if (!q_ready_[i]) {
+    const size_t rb = cpu::act_row_bytes(a, n_cols_);
+    q_[i].resize(rb * size_t(n_tok_));
+    pool.run(n_tok_, [&](int64_t t, int) { k.quantize_act(a, x_ + t * ldx_, q_[i].data() + size_t(t) * rb, n_cols_); });
+    q_ready_[i] = true;
+  }
+  return q_[i].data();
+}
+
+const float* Activations::rounded(GenericRounding r, ThreadPool& pool) {
+  if (r == GenericRounding::kNone) return x_;
+  const size_t i = size_t(r);
+  if (!r_ready_[i]) {
+    r_[i].resize(size_t(n_tok_ * n_cols_));
+    pool.run(n_tok_, [&](int64_t t, int) {
+      const float* src = x_ + t * ldx_;
+      float* dst = r_[i].data() + t * n_cols_;
+      if (r == GenericRounding::kQ8_2 && n_cols_ % 32 == 0) {
+        round_activations_q8_2(src, dst, n_cols_);
+      } else if (r == GenericRounding::kF16) {
+        for (int64_t c = 0; c < n_cols_; ++c) dst[c] = quant::fp16_to_f32(quant::f32_to_fp16(src[c]));
+      } else {
+        std::memcpy(dst, src, size_t(n_cols_) * sizeof(float));
+      }
+    });
+    r_ready_[i] = true;
+  }
+  return r_[i].data();
+}
+
+MatmulKernel matmul_kernel(GgmlType t, const cpu::Kernels& k) {
+  MatmulKernel mk;
+  if (t == GgmlType::BF16 && k.gemm_bf16_bf16act) {
+    mk.fast = {cpu::ActType::kBF16, k.gemm_bf16_bf16act};
+  } else if (k.gemm && size_t(t) < k.gemm->size()) {
+    mk.fast = (*k.gemm)[size_t(t)];
+  }
+  mk.rounding = generic_rounding(t);
+  return mk;
+}
+
+bool activations_quantized(GgmlType t, const cpu::Kernels& k) {
+  const MatmulKernel mk = matmul_kernel(t, k);
+  if (!mk.fast.gemm) return mk.rounding != GenericRounding::kNone;
+  return mk.fast.act != cpu::ActType::kF32;
+}
+
 Status dequantize_row(const Weight& w, int64_t r, float* out) {
   const int64_t il = interleave_of(w.type);
   if (!w.holds(r / il * il, il)) return Status::Internal(fmt::format("{}: row {} is not held by this rank", w.name, r));
@@ -56,67 +156,147 @@ Status dequantize_row(const Weight& w, int64_t r, float* out) {
   return Status::Ok();
 }
 
-Status matmul(const Weight& w, int64_t row0, int64_t nrows, const float* x, int64_t ldx, int64_t n_tok, float* y,
-              int64_t ldy, ThreadPool& pool, const cpu::Kernels& k, ColRange cols) {
-  const int64_t ne0 = w.ne[0];
-  const int64_t c0 = cols.begin, c1 = cols.end < 0 ? ne0 : cols.end;
-  if (c0 < 0 || c1 > ne0 || c0 >= c1) return Status::Internal(fmt::format("matmul {}: bad column range", w.name));
-  if (row0 < 0 || row0 + nrows > w.n_rows())
+Status check_rows(const Weight& w, int64_t row0, int64_t nrows) {
+  if (row0 < 0 || nrows < 0 || row0 + nrows > w.n_rows())
     return Status::Internal(fmt::format("matmul {}: rows out of range", w.name));
   if (nrows > 0 && !w.holds(row0, nrows))  // a plan/store mismatch, never user input
     return Status::Internal(
         fmt::format("matmul {}: rows [{}, {}) are not held by this rank", w.name, row0, row0 + nrows));
-  const bool is_f32 = w.type == GgmlType::F32;
-  if (!is_f32 && !quant::quant_fns(w.type).to_float)
+  if (w.type != GgmlType::F32 && !quant::quant_fns(w.type).to_float)
     return Status::Unsupported(fmt::format("{}: no dequantizer for type {}", w.name, type_name(w.type)));
   const int64_t il = interleave_of(w.type);
   if (row0 % il != 0 || nrows % il != 0)
     return Status::Internal(fmt::format("matmul {}: rows not aligned to the interleave of {}", w.name, il));
-  // Activations rounded as the peer's vec_dot_type rounds them (when the columns are whole blocks).
-  std::vector<float> xq;
-  if (activation_rounding(w.type) == ActivationRounding::kQ8_2 && c0 % 32 == 0 && (c1 - c0) % 32 == 0) {
-    xq.resize(size_t(n_tok * (c1 - c0)));
-    for (int64_t t = 0; t < n_tok; ++t) round_activations_q8_2(x + t * ldx, xq.data() + t * (c1 - c0), c1 - c0);
-    x = xq.data();
-    ldx = c1 - c0;
-  } else if (w.type == GgmlType::F16) {  // vec_dot_type F16: activations rounded to F16
-    xq.resize(size_t(n_tok * (c1 - c0)));
-    for (int64_t t = 0; t < n_tok; ++t)
-      for (int64_t i = 0; i < c1 - c0; ++i)
-        xq[size_t(t * (c1 - c0) + i)] = quant::fp16_to_f32(quant::f32_to_fp16(x[t * ldx + i]));
-    x = xq.data();
-    ldx = c1 - c0;
+  return Status::Ok();
+}
+
+namespace {
+
+bool fast_usable(const Weight& w, const MatmulKernel& mk, int64_t c0, int64_t c1) {
+  return mk.fast.gemm && c0 == 0 && c1 == w.ne[0] && w.ne[0] % cpu::act_block(mk.fast.act) == 0 &&
+         interleave_of(w.type) == 1;
+}
+
+// Generic tile: rows [r0, r0+nr) dequantized into the thread's scratch, F32 dots of their
+// columns [c0, c1) against the rounded activation rows (xr: column c0 of the weight at xr[0]). Returns false when the
+// dequantizer failed.
+bool generic_tile(const Weight& w, const float* xr, int64_t ldx, int64_t r0, int64_t nr, int64_t t0, int64_t nt,
+                  int64_t c0, int64_t c1, float* y, int64_t ldy, ThreadPool& pool, const cpu::Kernels& k, int thread) {
+  const int64_t ne0 = w.ne[0];
+  const float* rows;
+  int64_t ld = ne0;
+  if (w.type == GgmlType::F32) {
+    rows = reinterpret_cast<const float*>(w.row(r0));
+    ld = w.row_bytes / int64_t(sizeof(float));
+  } else {
+    auto* buf = reinterpret_cast<float*>(pool.scratch(thread, size_t(nr * ne0) * sizeof(float)));
+    if (!quant::dequantize_rows(w.type, w.row(r0), buf, nr, ne0, 1).ok()) return false;
+    rows = buf;
   }
-  const int64_t tile = std::max<int64_t>(kTileRows / il, 1) * il;
+  for (int64_t t = t0; t < t0 + nt; ++t) {
+    const float* xt = xr + t * ldx;
+    float* yt = y + t * ldy;
+    for (int64_t r = 0; r < nr; ++r) yt[r] = k.dot_f32(rows + r * ld + c0, xt, c1 - c0);
+  }
+  return true;
+}
+
+}  // namespace
+
+Status prepare_input(const Weight& w, const MatmulKernel& mk, Activations& x, ThreadPool& pool, const cpu::Kernels& k) {
+  if (x.n_cols() != w.ne[0]) return Status::Internal(fmt::format("matmul {}: input is not ne0 wide", w.name));
+  if (fast_usable(w, mk, 0, w.ne[0])) {
+    x.quantized(mk.fast.act, k, pool);
+  } else {
+    x.rounded(mk.rounding, pool);
+  }
+  return Status::Ok();
+}
+
+void matmul_tile(const Weight& w, const MatmulKernel& mk, Activations& x, int64_t r0, int64_t nr, int64_t t0,
+                 int64_t nt, float* y, int64_t ldy, ThreadPool& pool, const cpu::Kernels& k, int thread) {
+  const int64_t n = w.ne[0];
+  if (fast_usable(w, mk, 0, n)) {
+    const size_t rb = cpu::act_row_bytes(mk.fast.act, n);
+    cpu::GemmArgs g;
+    g.n = n;
+    g.w = w.row(r0);
+    g.w_stride = size_t(w.row_bytes);
+    g.nr = nr;
+    g.a = x.quantized(mk.fast.act, k, pool) + size_t(t0) * rb;  // made by prepare_input: no work here
+    g.a_stride = rb;
+    g.nt = nt;
+    g.y = y + t0 * ldy;
+    g.ldy = ldy;
+    g.scratch = pool.scratch(thread, cpu::gemm_scratch_bytes(n));
+    mk.fast.gemm(g);
+    return;
+  }
+  const float* xr = x.rounded(mk.rounding, pool);
+  const int64_t ldx = mk.rounding == GenericRounding::kNone ? x.ldx() : x.n_cols();
+  for (int64_t i = 0; i < nr; i += kGenericTileRows) {
+    const int64_t m = std::min(kGenericTileRows, nr - i);
+    generic_tile(w, xr, ldx, r0 + i, m, t0, nt, 0, n, y + i, ldy, pool, k, thread);
+  }
+}
+
+Status matmul(const Weight& w, int64_t row0, int64_t nrows, Activations& x, float* y, int64_t ldy, ThreadPool& pool,
+              const cpu::Kernels& k, ColRange cols) {
+  const int64_t ne0 = w.ne[0];
+  const int64_t c0 = cols.begin, c1 = cols.end < 0 ? ne0 : cols.end;
+  if (c0 < 0 || c1 > ne0 || c0 >= c1 || x.n_cols() != c1 - c0)
+    return Status::Internal(fmt::format("matmul {}: bad column range", w.name));
+  EM_RETURN_IF_ERROR(check_rows(w, row0, nrows));
+  const int64_t n_tok = x.n_tok();
+  if (nrows == 0 || n_tok == 0) return Status::Ok();
+  const MatmulKernel mk = matmul_kernel(w.type, k);
+  if (fast_usable(w, mk, c0, c1)) {
+    const uint8_t* a = x.quantized(mk.fast.act, k, pool);
+    const size_t rb = cpu::act_row_bytes(mk.fast.act, ne0);
+    const Split s = split_for(nrows, n_tok, pool.size(), cpu::kGemmMaxTileRows);
+    const size_t scratch = cpu::gemm_scratch_bytes(ne0);
+    pool.run(s.n_tasks(), [&](int64_t task, int thread) {
+      const int64_t ri = task % s.n_row_tiles, ti = task / s.n_row_tiles;
+      const int64_t r0 = ri * s.rows, t0 = ti * s.toks;
+      cpu::GemmArgs g;
+      g.n = ne0;
+      g.w = w.row(row0 + r0);
+      g.w_stride = size_t(w.row_bytes);
+      g.nr = std::min(s.rows, nrows - r0);
+      g.a = a + size_t(t0) * rb;
+      g.a_stride = rb;
+      g.nt = std::min(s.toks, n_tok - t0);
+      g.y = y + t0 * ldy + r0;
+      g.ldy = ldy;
+      g.scratch = pool.scratch(thread, scratch);
+      mk.fast.gemm(g);
+    });
+    return Status::Ok();
+  }
+  // Generic path. Q8_2 rounding needs whole blocks of the column slice; otherwise F32 as is.
+  GenericRounding rounding = mk.rounding;
+  if (rounding == GenericRounding::kQ8_2 && (c0 % 32 != 0 || (c1 - c0) % 32 != 0)) rounding = GenericRounding::kNone;
+  const float* xr = x.rounded(rounding, pool);
+  const int64_t ldx = rounding == GenericRounding::kNone ? x.ldx() : x.n_cols();
+  const int64_t il = interleave_of(w.type);
+  const int64_t tile = std::max<int64_t>(kGenericTileRows / il, 1) * il;
   const int64_t n_tiles = (nrows + tile - 1) / tile;
-  std::vector<std::vector<float>> scratch(size_t(pool.size()));
-  std::mutex mu;
-  Status first_error;
+  std::vector<uint8_t> failed(size_t(n_tiles), 0);
   pool.run(n_tiles, [&](int64_t ti, int thread) {
     const int64_t r0 = ti * tile, nr = std::min(tile, nrows - r0);
-    const float* rows;
-    int64_t ld = ne0;
-    if (is_f32) {
-      rows = reinterpret_cast<const float*>(w.row(row0 + r0));
-      ld = w.row_bytes / int64_t(sizeof(float));
-    } else {
-      auto& buf = scratch[size_t(thread)];
-      buf.resize(size_t(tile * ne0));
-      Status s = quant::dequantize_rows(w.type, w.row(row0 + r0), buf.data(), nr, ne0, 1);
-      if (!s.ok()) {
-        std::lock_guard<std::mutex> lk(mu);
-        if (first_error.ok()) first_error = s.with_context(w.name);
-        return;
-      }
-      rows = buf.data();
-    }
-    for (int64_t t = 0; t < n_tok; ++t) {
-      const float* xt = x + t * ldx;
-      float* yt = y + t * ldy + r0;
-      for (int64_t r = 0; r < nr; ++r) yt[r] = k.dot_f32(rows + r * ld + c0, xt, c1 - c0);
-    }
+    if (!generic_tile(w, xr, ldx, row0 + r0, nr, 0, n_tok, c0, c1, y + r0, ldy, pool, k, thread))
+      failed[size_t(ti)] = 1;
   });
-  return first_error;
+  for (uint8_t f : failed)
+    if (f) return Status::Internal(fmt::format("{}: dequantization failed", w.name));
+  return Status::Ok();
+}
+
+Status matmul(const Weight& w, int64_t row0, int64_t nrows, const float* x, int64_t ldx, int64_t n_tok, float* y,
+              int64_t ldy, ThreadPool& pool, const cpu::Kernels& k, ColRange cols) {
+  const int64_t c1 = cols.end < 0 ? w.ne[0] : cols.end;
+  Activations in(x, ldx, n_tok, c1 - cols.begin);
+  return matmul(w, row0, nrows, in, y, ldy, pool, k, cols);
 }
 
 }  // namespace expertmesh::worker

@@ -1,43 +1,74 @@
-// A small fork-join thread pool owned by the engine (no globals). run(n_tasks, fn) calls
-// fn(task, thread) for every task in [0, n_tasks) across the pool's threads plus the caller,
-// and returns when all are done. Tasks are claimed from an atomic counter. Not reentrant:
-// fn must not call run().
+// The engine's fork-join thread pool (no globals). run(n_tasks, fn) calls fn(task, thread) for
+// every task in [0, n_tasks) across the pool's threads plus the caller (thread 0), and returns
+// when all are done. Tasks are claimed from an atomic counter, so which thread runs a task
+// varies; callers make results independent of that (tasks write disjoint outputs).
+//
+// Hot-path design (issue 13): no std::function and no allocation per run (the callable is
+// passed by pointer and called through a plain function pointer); workers spin on a generation
+// counter for a short while after each run (a forward issues hundreds of runs per token) and
+// only then sleep on it (futex via std::atomic::wait), so an idle engine costs no CPU.
+// Not reentrant: fn must not call run(). One caller thread at a time.
+//
+// Per-thread scratch: scratch(thread, bytes) returns a 64-byte aligned buffer private to that
+// thread, grown (never shrunk) on demand, so kernels reuse it across runs.
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
+#include <cstddef>
 #include <cstdint>
-#include <functional>
-#include <mutex>
+#include <memory>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace expertmesh::worker {
 
 class ThreadPool {
  public:
-  explicit ThreadPool(int n_threads);  // n_threads >= 1 (the caller counts as one)
+  // n_threads >= 1 (the caller counts as one). `pin`: when it lists at least n_threads CPU
+  // sets, worker thread t (t >= 1) is pinned to pin[t] (the caller, thread 0, is not touched:
+  // its affinity is process-wide state that is not the pool's; it takes the core left over).
+  explicit ThreadPool(int n_threads, const std::vector<std::vector<int>>& pin = {});
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int size() const { return n_threads_; }
-  void run(int64_t n_tasks, const std::function<void(int64_t task, int thread)>& fn);
+
+  template <typename F>
+  void run(int64_t n_tasks, F&& fn) {
+    using Fn = std::remove_reference_t<F>;
+    run_impl(
+        n_tasks, [](void* ctx, int64_t task, int thread) { (*static_cast<Fn*>(ctx))(task, thread); },
+        const_cast<void*>(static_cast<const void*>(&fn)));
+  }
+
+  // A buffer of at least `bytes` for `thread` (< size()), valid until the next scratch() call
+  // of that thread with a larger size.
+  uint8_t* scratch(int thread, size_t bytes);
 
  private:
+  using TaskFn = void (*)(void* ctx, int64_t task, int thread);
+  void run_impl(int64_t n_tasks, TaskFn fn, void* ctx);
   void worker_loop(int thread);
   void drain(int thread);
 
+  struct Scratch {
+    std::unique_ptr<uint8_t[]> raw;
+    uint8_t* aligned = nullptr;
+    size_t size = 0;
+  };
+
   int n_threads_;
   std::vector<std::thread> threads_;
-  std::mutex mu_;
-  std::condition_variable cv_start_, cv_done_;
-  const std::function<void(int64_t, int)>* fn_ = nullptr;
+  std::vector<Scratch> scratch_;
+  TaskFn fn_ = nullptr;
+  void* ctx_ = nullptr;
   int64_t n_tasks_ = 0;
-  std::atomic<int64_t> next_{0};
-  int64_t generation_ = 0;
-  int active_ = 0;
-  bool stop_ = false;
+  alignas(64) std::atomic<int64_t> next_{0};
+  alignas(64) std::atomic<uint64_t> generation_{0};
+  alignas(64) std::atomic<int> done_{0};
+  std::atomic<bool> stop_{false};
 };
 
 }  // namespace expertmesh::worker

@@ -1,12 +1,12 @@
 // Every SIMD kernel against the scalar reference (STYLE.md R9), and the generic matmul for
 // several weight types against dequantize + a naive dot product.
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/quant/quant.h"
@@ -33,8 +33,7 @@ std::vector<const cpu::Kernels*> simd_variants() {
 
 void expect_close(const std::vector<float>& a, const std::vector<float>& b, float rel, const char* what) {
   ASSERT_EQ(a.size(), b.size());
-  for (size_t i = 0; i < a.size(); ++i)
-    ASSERT_NEAR(a[i], b[i], rel * (1.0f + std::fabs(b[i]))) << what << " at " << i;
+  for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], rel * (1.0f + std::fabs(b[i]))) << what << " at " << i;
 }
 
 TEST(CpuOps, SimdMatchesScalar) {
@@ -130,8 +129,11 @@ TEST(CpuOps, AttentionSimdMatchesScalarAndNaive) {
 TEST(Matmul, EveryTestedTypeMatchesDequantizeAndNaiveDot) {
   worker::ThreadPool pool(2);
   const cpu::Kernels& k = cpu::select_kernels();
-  struct Case { GgmlType type; int64_t ne0; };
-  const Case cases[] = {{GgmlType::F32, 172}, {GgmlType::F16, 172}, {GgmlType::BF16, 64}, {GgmlType::Q8_0, 256},
+  struct Case {
+    GgmlType type;
+    int64_t ne0;
+  };
+  const Case cases[] = {{GgmlType::F32, 172},  {GgmlType::F16, 172},  {GgmlType::BF16, 64},    {GgmlType::Q8_0, 256},
                         {GgmlType::Q4_0, 256}, {GgmlType::Q6_K, 256}, {GgmlType::IQ4_KS, 256}, {GgmlType::IQ4_NL, 64}};
   for (const Case& c : cases) {
     SCOPED_TRACE(type_name(c.type));
@@ -155,9 +157,9 @@ TEST(Matmul, EveryTestedTypeMatchesDequantizeAndNaiveDot) {
     auto x = random_vec(n_tok * c.ne0, 12);
     std::vector<float> y(static_cast<size_t>(n_tok * nrows));
     ASSERT_TRUE(worker::matmul(w, 0, nrows, x.data(), c.ne0, n_tok, y.data(), nrows, pool, k).ok());
-    // Legacy types see Q8_2-rounded activations and F16 sees F16 ones (the peer's vec_dot_type).
-    const float tol = worker::activation_rounding(c.type) != worker::ActivationRounding::kNone ? 2e-2f
-                      : c.type == GgmlType::F16 ? 2e-3f : 1e-4f;
+    // Quantized types see 8-bit activations (Q8_2 values or Q8_K blocks) and F16 sees F16 ones
+    // (the peer's vec_dot_type).
+    const float tol = c.type == GgmlType::F16 ? 2e-3f : worker::activations_quantized(c.type, k) ? 2e-2f : 1e-4f;
     for (int64_t t = 0; t < n_tok; ++t)
       for (int64_t r = 0; r < nrows; ++r) {
         double want = 0;

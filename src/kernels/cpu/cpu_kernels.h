@@ -16,6 +16,8 @@
 
 #include <cstdint>
 
+#include "kernels/cpu/gemm.h"
+
 namespace expertmesh::cpu {
 
 enum class Isa { kScalar, kAvx2, kAvx512 };
@@ -36,7 +38,15 @@ struct Kernels {
   void (*swiglu_f32)(const float* g, const float* u, float* out, int64_t n) = nullptr;
   // Rotates n_heads heads of head_dim floats (contiguous) at one position; cs holds n_rot/2
   // (cos, sin) pairs from rope_cache().
-  void (*rope_f32)(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, const float* cs, RopeMode mode) = nullptr;
+  void (*rope_f32)(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, const float* cs,
+                   RopeMode mode) = nullptr;
+  // Quantized matmul kernels of this ISA (gemm.h), indexed by weight type; never null.
+  const GemmTable* gemm = nullptr;
+  // BF16 weights × BF16-rounded activations. Null in the selected tables (BF16 weights then
+  // take F32 activations); an engine with --bf16-activations sets it from bf16_activation_kernel().
+  GemmFn gemm_bf16_bf16act = nullptr;
+  // Activation quantizer of this ISA (bit-identical to quantize_act_ref).
+  void (*quantize_act)(ActType a, const float* x, void* out, int64_t n) = quantize_act_ref;
 };
 
 // (cos, sin) pairs for one position: theta_0 = pos*freq_scale, theta_{i+1} = theta_i*base^(-2/n_rot).
@@ -47,7 +57,15 @@ const Kernels& ref_kernels();
 const Kernels* avx2_kernels();
 const Kernels* avx512_kernels();
 
+// kAvx2: AVX2 + FMA + F16C. kAvx512: AVX512 F/BW/VL/VNNI (+ the AVX2 set); a CPU with AVX512F
+// but no VNNI runs the AVX2 variant.
 bool cpu_supports(Isa isa);
+// AVX512-BF16 (vdpbf16ps), used by the --bf16-activations kernel of the AVX512 variant.
+bool cpu_supports_bf16();
+// The BF16 × BF16-activation kernel of an ISA (vdpbf16ps where the CPU has AVX512-BF16).
+GemmFn bf16_activation_kernel(Isa isa);
+// The quantized-matmul table of one ISA (built once, immutable).
+const GemmTable& gemm_table(Isa isa);
 // The best variant this CPU runs (cpuid checked once per call; callers keep the result).
 // EXPERTMESH_ISA=scalar|avx2|avx512 caps the choice (for tests and bisecting).
 const Kernels& select_kernels();

@@ -10,14 +10,76 @@ namespace expertmesh::cpu {
 bool cpu_supports(Isa isa) {
 #if defined(__x86_64__) || defined(__i386__)
   switch (isa) {
-    case Isa::kScalar: return true;
-    case Isa::kAvx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    case Isa::kAvx512: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+    case Isa::kScalar:
+      return true;
+    case Isa::kAvx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case Isa::kAvx512:
+      return cpu_supports(Isa::kAvx2) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
   }
   return false;
 #else
   return isa == Isa::kScalar;
 #endif
+}
+
+bool cpu_supports_bf16() {
+#if defined(__x86_64__) || defined(__i386__)
+  return cpu_supports(Isa::kAvx512) && __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
+const GemmTable& gemm_table(Isa isa) {
+  // Each ISA's table starts from the reference entries, so a family without a SIMD variant
+  // still has its exact integer kernel; the SIMD registrations then replace what they cover.
+  static const GemmTable ref = [] {
+    GemmTable t{};
+    register_gemm_legacy_ref(t);
+    register_gemm_kquants_ref(t);
+    register_gemm_iquants_ref(t);
+    register_gemm_float_ref(t);
+    return t;
+  }();
+  static const GemmTable avx2 = [] {
+    GemmTable t = ref;
+    register_gemm_legacy_avx2(t);
+    register_gemm_kquants_avx2(t);
+    register_gemm_iquants_avx2(t);
+    register_gemm_float_avx2(t);
+    return t;
+  }();
+  static const GemmTable avx512 = [] {
+    GemmTable t = avx2;
+    register_gemm_legacy_avx512(t);
+    register_gemm_kquants_avx512(t);
+    register_gemm_iquants_avx512(t);
+    register_gemm_float_avx512(t);
+    return t;
+  }();
+  switch (isa) {
+    case Isa::kScalar:
+      return ref;
+    case Isa::kAvx2:
+      return avx2;
+    case Isa::kAvx512:
+      return avx512;
+  }
+  return ref;
+}
+
+GemmFn bf16_activation_kernel(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar:
+      return gemm_bf16_bf16act_ref();
+    case Isa::kAvx2:
+      return gemm_bf16_bf16act_avx2();
+    case Isa::kAvx512:
+      return cpu_supports_bf16() ? gemm_bf16_bf16act_avx512bf16() : gemm_bf16_bf16act_avx2();
+  }
+  return gemm_bf16_bf16act_ref();
 }
 
 const Kernels& select_kernels() {

@@ -75,7 +75,11 @@ void rope_cache(int64_t pos, int64_t n_rot, float freq_base, float freq_scale, f
 }
 
 const Kernels& ref_kernels() {
-  static const Kernels k{Isa::kScalar, "scalar", dot_ref, axpy_ref, rmsnorm_ref, softmax_ref, swiglu_ref, rope_ref};
+  static const Kernels k = [] {
+    Kernels r{Isa::kScalar, "scalar", dot_ref, axpy_ref, rmsnorm_ref, softmax_ref, swiglu_ref, rope_ref};
+    r.gemm = &gemm_table(Isa::kScalar);
+    return r;
+  }();
   return k;
 }
 

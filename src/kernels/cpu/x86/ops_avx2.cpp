@@ -1,4 +1,4 @@
-// AVX2 + FMA kernel variant (compiled with -mavx2 -mfma -mf16c; used only after cpuid says so).
+// AVX2 + FMA kernel variant (compiled with -mavx2 -mfma -mf16c -mbmi2; used only after cpuid says so).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -6,6 +6,8 @@
 #include <limits>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/gemm_kquants_common.h"
+#include "kernels/cpu/gemm_legacy_common.h"
 
 namespace expertmesh::cpu::avx2 {
 using VEC = __m256;
@@ -51,9 +53,30 @@ inline double sum_squares_f64(const float* x, int64_t n) {
 #undef NS
 
 namespace expertmesh::cpu {
+namespace {
+// Activation quantizers of this ISA (bit-identical to quantize_act_ref).
+void quantize_act_avx2(ActType a, const float* x, void* out, int64_t n) {
+  switch (a) {
+    case ActType::kQ8a32:
+      quantize_act_q8a32_avx2(x, out, n);
+      return;
+    case ActType::kQ8K:
+      quantize_act_q8k_avx2(x, out, n);
+      return;
+    default:
+      quantize_act_ref(a, x, out, n);
+      return;
+  }
+}
+}  // namespace
+
 const Kernels* avx2_kernels() {
-  static const Kernels k{Isa::kAvx2,        "avx2",        avx2::dot,     avx2::axpy,
-                         avx2::rmsnorm,     avx2::softmax, avx2::swiglu, avx2::rope};
+  static const Kernels k = [] {
+    Kernels r{Isa::kAvx2, "avx2", avx2::dot, avx2::axpy, avx2::rmsnorm, avx2::softmax, avx2::swiglu, avx2::rope};
+    r.quantize_act = quantize_act_avx2;
+    r.gemm = &gemm_table(Isa::kAvx2);
+    return r;
+  }();
   return &k;
 }
 }  // namespace expertmesh::cpu

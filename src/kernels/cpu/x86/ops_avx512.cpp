@@ -1,4 +1,8 @@
-// AVX512F kernel variant (compiled with -mavx512f -mfma; used only after cpuid says so).
+// AVX512 kernel variant (F/BW/VL/VNNI; compiled with those flags, used only after cpuid says so).
+// GCC 12 reports the `__Y = __Y` placeholders inside its own intrinsic headers as uninitialized
+// once they are inlined (a known false positive); the pragmas must precede the include.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 #include <algorithm>
@@ -6,6 +10,8 @@
 #include <limits>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/gemm_kquants_common.h"
+#include "kernels/cpu/gemm_legacy_common.h"
 
 namespace expertmesh::cpu::avx512 {
 using VEC = __m512;
@@ -39,9 +45,31 @@ inline double sum_squares_f64(const float* x, int64_t n) {
 #undef NS
 
 namespace expertmesh::cpu {
+namespace {
+// Activation quantizers of this ISA (bit-identical to quantize_act_ref).
+void quantize_act_avx512(ActType a, const float* x, void* out, int64_t n) {
+  switch (a) {
+    case ActType::kQ8a32:
+      quantize_act_q8a32_avx512(x, out, n);
+      return;
+    case ActType::kQ8K:
+      quantize_act_q8k_avx512(x, out, n);
+      return;
+    default:
+      quantize_act_ref(a, x, out, n);
+      return;
+  }
+}
+}  // namespace
+
 const Kernels* avx512_kernels() {
-  static const Kernels k{Isa::kAvx512,        "avx512",        avx512::dot,     avx512::axpy,
-                         avx512::rmsnorm,     avx512::softmax, avx512::swiglu, avx512::rope};
+  static const Kernels k = [] {
+    Kernels r{Isa::kAvx512,    "avx512",        avx512::dot,    avx512::axpy,
+              avx512::rmsnorm, avx512::softmax, avx512::swiglu, avx512::rope};
+    r.quantize_act = quantize_act_avx512;
+    r.gemm = &gemm_table(Isa::kAvx512);
+    return r;
+  }();
   return &k;
 }
 }  // namespace expertmesh::cpu

@@ -1,0 +1,272 @@
+// AVX2 IQ4_XS and IQ4_KS × Q8K matmul kernels (compiled with -mavx2 -mfma -mf16c -mbmi2).
+// Bit-identical with the reference (gemm_iquants_ref.cpp): exact int32 super-block sums S, then
+// s = fp16(d) * a.d (IQ4_XS) or a.d (IQ4_KS), acc = fma(s, float(S), acc) per super-block in
+// column order, y = acc (IQ4_KS: d_row * acc).
+//
+// One path for every nt: tokens go in passes of up to 8, whose activations are permuted once
+// into g.scratch to match the lanes of the decoded weights (16-entry table lookups with vpshufb,
+// one 128-bit lane per sub-block); each weight row's super-block is decoded in registers once per
+// pass and dotted with the pass's tokens, R rows × T tokens (R·T <= 8) sharing one horizontal
+// reduction. (An unpacked GEMM path would not help on AVX2: without VNNI the products cost the
+// same multiply-unit operations either way.)
+// Products: vpmaddubsw(|a|, sign(v, a)) (|a| <= 128 unsigned, |v| <= 127: pair sums <= 32512, no
+// int16 saturation, exact for a = -128 too), then vpmaddwd with the sub-block scale, which widens
+// to int32 and applies ls_j in one step.
+//
+// GCC 12 reports the `__Y = __Y` placeholders inside its own intrinsic headers as uninitialized
+// once they are inlined here (GCC PR 105593, a false positive); the pragmas must precede the include.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/gemm_iquants_common.h"
+#include "kernels/quant/iqk_tables.h"
+
+namespace expertmesh::cpu {
+namespace {
+
+using iquants::Iq4Kind;
+using iquants::kBlockBytes;
+using iquants::kQsOffset;
+using iquants::kSuperBlock;
+
+constexpr int kMaxTokens = 8;
+
+// Tokens of the pass starting at token t0 of nt: the passes of at most kMaxTokens are balanced
+// (9 tokens: 5 + 4, not 8 + 1), since a pass of few tokens amortizes the decoding less.
+inline int pass_tokens(int64_t nt, int64_t t0) {
+  const int64_t passes = (nt + kMaxTokens - 1) / kMaxTokens;
+  const int64_t base = nt / passes, extra = nt % passes;  // the first `extra` passes get base + 1
+  const int64_t i = t0 < extra * (base + 1) ? t0 / (base + 1) : extra + (t0 - extra * (base + 1)) / base;
+  return int(i < extra ? base + 1 : base);
+}
+
+// Lookup tables for a register holding sub-blocks 2i (lane 0) and 2i+1 (lane 1):
+// index = shift flag of 2i | shift flag of 2i+1 << 1; IQ4_XS uses entry 0.
+struct LaneTables {
+  alignas(32) int8_t v[4][32];
+};
+constexpr LaneTables make_lane_tables() {
+  LaneTables t{};
+  for (int s = 0; s < 4; ++s) {
+    for (int i = 0; i < 16; ++i) {
+      t.v[s][i] = quant::kIq4kValues[16 * (s & 1) + i];
+      t.v[s][16 + i] = quant::kIq4kValues[16 * (s >> 1) + i];
+    }
+  }
+  return t;
+}
+constexpr LaneTables kLaneTables = make_lane_tables();
+
+// Shuffle controls: int16 lanes of LS vector i = byte 2i (lane 0) / 2i+1 (lane 1) of the scale
+// bytes, zero-extended.
+struct ScaleCtrl {
+  alignas(32) uint8_t v[4][32];
+};
+constexpr ScaleCtrl make_scale_ctrl() {
+  ScaleCtrl c{};
+  for (int i = 0; i < 4; ++i) {
+    for (int k = 0; k < 32; ++k) c.v[i][k] = k % 2 ? 0x80 : uint8_t(2 * i + k / 16);
+  }
+  return c;
+}
+constexpr ScaleCtrl kScaleCtrl = make_scale_ctrl();
+
+template <Iq4Kind K>
+inline uint64_t scale_bytes(const uint8_t* blk) {
+  if constexpr (K == Iq4Kind::kXs) {
+    return _pdep_u64(iquants::load_u32(blk + 4), 0x0f0f0f0f0f0f0f0full) |
+           _pdep_u64(iquants::load_u16(blk + 2), 0x3030303030303030ull);
+  } else {
+    return iquants::iq4ks_scale_bytes(blk);
+  }
+}
+
+template <Iq4Kind K>
+inline uint32_t shift_bits(const uint8_t* blk) {
+  if constexpr (K == Iq4Kind::kXs) {
+    return 0;
+  } else {
+    return uint32_t(_pext_u64(iquants::load_u64(blk), 0x0101010101010101ull));
+  }
+}
+
+// Horizontal sums of N <= 8 vectors: lane i of the result = Σ of y[i]'s 8 int32 (lanes >= N
+// unspecified).
+template <int N>
+inline __m256i hsum_lanes(const __m256i* y) {
+  if constexpr (N == 1) {
+    __m128i x = _mm_add_epi32(_mm256_castsi256_si128(y[0]), _mm256_extracti128_si256(y[0], 1));
+    x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0x4e));
+    x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0xb1));
+    return _mm256_castsi128_si256(x);
+  } else if constexpr (N == 2) {
+    const __m256i h = _mm256_hadd_epi32(y[0], y[1]);
+    const __m128i x = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+    return _mm256_castsi128_si256(_mm_hadd_epi32(x, x));
+  } else {
+    const auto v = [&](int t) { return t < N ? y[t] : _mm256_setzero_si256(); };  // t, N constant
+    const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v(0), v(1)), _mm256_hadd_epi32(v(2), v(3)));
+    if constexpr (N <= 4) {
+      return _mm256_castsi128_si256(_mm_add_epi32(_mm256_castsi256_si128(h0), _mm256_extracti128_si256(h0, 1)));
+    } else {
+      const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v(4), v(5)), _mm256_hadd_epi32(v(6), v(7)));
+      return _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20), _mm256_permute2x128_si256(h0, h1, 0x31));
+    }
+  }
+}
+
+// Activations of one token, per super-block 512 bytes: for each register pair i (sub-blocks 2i,
+// 2i+1), 128 bytes: a_lo = [a of weights 0..15 of 2i | of 2i+1], a_hi = [weights 16..31 of 2i |
+// of 2i+1], then |a_lo|, |a_hi| (vpabsb: -128 becomes the unsigned byte 128).
+constexpr size_t kActBytes = 512;
+
+void prep_act(const uint8_t* a_row, int64_t nb, uint8_t* out) {
+  for (int64_t b = 0; b < nb; ++b, out += kActBytes) {
+    const auto* a = reinterpret_cast<const BlockQ8K*>(a_row + b * sizeof(BlockQ8K));
+    for (int i = 0; i < 4; ++i) {
+      const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a->qs + 64 * i));
+      const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a->qs + 64 * i + 32));
+      const __m256i lo = _mm256_permute2x128_si256(x0, x1, 0x20);
+      const __m256i hi = _mm256_permute2x128_si256(x0, x1, 0x31);
+      auto* o = reinterpret_cast<__m256i*>(out + 128 * i);
+      _mm256_store_si256(o + 0, lo);
+      _mm256_store_si256(o + 1, hi);
+      _mm256_store_si256(o + 2, _mm256_abs_epi8(lo));
+      _mm256_store_si256(o + 3, _mm256_abs_epi8(hi));
+    }
+  }
+}
+
+// Rows per pass for T tokens: R rows × T tokens share one 8-lane reduction (lane r*T + t).
+constexpr int rows_per_pass(int t) { return t == 1 ? 8 : t == 2 ? 4 : t <= 4 ? 2 : 1; }
+
+// y for T tokens (prepared in act, act_stride bytes apart; ad[b * 8 + r * T + t] = token t's a.d)
+// × all rows, R rows at a time (a tail group repeats the last row and drops its results).
+template <Iq4Kind K, int T>
+void dot_rows(const GemmArgs& g, const uint8_t* act, size_t act_stride, const float* ad, float* y) {
+  constexpr int R = rows_per_pass(T);
+  const int64_t nb = g.n / kSuperBlock;
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  const __m256i bias = _mm256_set1_epi16(int16_t(iquants::scale_bias(K)));
+  for (int64_t r0 = 0; r0 < g.nr; r0 += R) {
+    const uint8_t* rows[R];
+    for (int r = 0; r < R; ++r) rows[r] = g.w + std::min<int64_t>(r0 + r, g.nr - 1) * g.w_stride;
+    __m256 facc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      __m256i acc[R * T];
+      uint64_t d16[2] = {0, 0};  // IQ4_XS: fp16 d of lane i in bits 16 (i % 4) of d16[i / 4]
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* blk = rows[r] + iquants::row_meta_bytes(K) + b * kBlockBytes;
+        const __m256i sb = _mm256_set1_epi64x(int64_t(scale_bytes<K>(blk)));
+        const uint32_t shifts = shift_bits<K>(blk);
+        if constexpr (K == Iq4Kind::kXs) {
+          for (int t = 0; t < T; ++t)
+            d16[(r * T + t) / 4] |= uint64_t(iquants::load_u16(blk)) << (16 * ((r * T + t) % 4));
+        }
+        for (int t = 0; t < T; ++t) acc[r * T + t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) {
+          const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQsOffset + 32 * i));
+          const __m256i tbl =
+              _mm256_load_si256(reinterpret_cast<const __m256i*>(kLaneTables.v[(shifts >> (2 * i)) & 3]));
+          const __m256i v_lo = _mm256_shuffle_epi8(tbl, _mm256_and_si256(q, m4));
+          const __m256i v_hi = _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+          const __m256i ls = _mm256_sub_epi16(
+              _mm256_shuffle_epi8(sb, _mm256_load_si256(reinterpret_cast<const __m256i*>(kScaleCtrl.v[i]))), bias);
+#pragma GCC unroll 8
+          for (int t = 0; t < T; ++t) {
+            const auto* at = reinterpret_cast<const __m256i*>(act + t * act_stride + b * kActBytes + 128 * i);
+            const __m256i p_lo = _mm256_maddubs_epi16(_mm256_load_si256(at + 2), _mm256_sign_epi8(v_lo, at[0]));
+            const __m256i p_hi = _mm256_maddubs_epi16(_mm256_load_si256(at + 3), _mm256_sign_epi8(v_hi, at[1]));
+            __m256i& a = acc[r * T + t];
+            a = _mm256_add_epi32(a, _mm256_add_epi32(_mm256_madd_epi16(p_lo, ls), _mm256_madd_epi16(p_hi, ls)));
+          }
+        }
+      }
+      const __m256 sums = _mm256_cvtepi32_ps(hsum_lanes<R * T>(acc));
+      __m256 s = _mm256_load_ps(ad + b * kMaxTokens);
+      if constexpr (K == Iq4Kind::kXs) {
+        s = _mm256_mul_ps(_mm256_cvtph_ps(_mm_set_epi64x(int64_t(d16[1]), int64_t(d16[0]))), s);
+      }
+      facc = _mm256_fmadd_ps(s, sums, facc);
+    }
+    if constexpr (K == Iq4Kind::kKs) {
+      alignas(32) float d_row[8] = {};
+      for (int r = 0; r < R; ++r) {
+        for (int t = 0; t < T; ++t) d_row[r * T + t] = iquants::load_f32(rows[r]);
+      }
+      facc = _mm256_mul_ps(_mm256_load_ps(d_row), facc);
+    }
+    alignas(32) float out[8];
+    _mm256_store_ps(out, facc);
+    for (int r = 0; r < R && r0 + r < g.nr; ++r) {
+      for (int t = 0; t < T; ++t) y[t * g.ldy + r0 + r] = out[r * T + t];
+    }
+  }
+}
+
+// Scratch: kMaxTokens × 2 n + 32 nb bytes.
+template <Iq4Kind K, int T>
+void pass(const GemmArgs& g, int64_t t0) {
+  constexpr int R = rows_per_pass(T);
+  const int64_t nb = g.n / kSuperBlock;
+  const size_t act_stride = size_t(nb) * kActBytes;
+  uint8_t* act = g.scratch;
+  auto* ad = reinterpret_cast<float*>(act + kMaxTokens * act_stride);
+  for (int t = 0; t < T; ++t) prep_act(g.a + (t0 + t) * g.a_stride, nb, act + t * act_stride);
+  for (int64_t b = 0; b < nb; ++b) {
+    for (int i = 0; i < kMaxTokens; ++i) {
+      const auto* a_row = reinterpret_cast<const BlockQ8K*>(g.a + (t0 + i % T) * g.a_stride);
+      ad[b * kMaxTokens + i] = i < R * T ? a_row[b].d : 0.0f;
+    }
+  }
+  dot_rows<K, T>(g, act, act_stride, ad, g.y + t0 * g.ldy);
+}
+
+template <Iq4Kind K>
+void gemm_iq4(const GemmArgs& g) {
+  for (int64_t t0 = 0; t0 < g.nt; t0 += pass_tokens(g.nt, t0)) {
+    switch (pass_tokens(g.nt, t0)) {
+      case 1:
+        pass<K, 1>(g, t0);
+        break;
+      case 2:
+        pass<K, 2>(g, t0);
+        break;
+      case 3:
+        pass<K, 3>(g, t0);
+        break;
+      case 4:
+        pass<K, 4>(g, t0);
+        break;
+      case 5:
+        pass<K, 5>(g, t0);
+        break;
+      case 6:
+        pass<K, 6>(g, t0);
+        break;
+      case 7:
+        pass<K, 7>(g, t0);
+        break;
+      default:
+        pass<K, 8>(g, t0);
+        break;
+    }
+  }
+}
+
+}  // namespace
+
+void register_gemm_iquants_avx2(GemmTable& t) {
+  t[size_t(GgmlType::IQ4_XS)] = {ActType::kQ8K, gemm_iq4<Iq4Kind::kXs>};
+  t[size_t(GgmlType::IQ4_KS)] = {ActType::kQ8K, gemm_iq4<Iq4Kind::kKs>};
+}
+
+}  // namespace expertmesh::cpu

@@ -1,0 +1,317 @@
+// AVX2 legacy-family matmul kernels (Q8_0, Q4_0, IQ4_NL × Q8a32) and the Q8a32 activation
+// quantizer. Bit-identical with ref/gemm_legacy_ref.cpp and quantize_act_ref (gemm_legacy_common.h).
+//
+// Integer sums: Q8_0 uses vpmaddwd on sign-extended int16 values, exact for every int8 pair
+// (vpmaddubsw with u = w + 128 would saturate, and the sign trick breaks on w = -128). The 4-bit
+// types use vpmaddubsw, which cannot saturate for them: Q4_0 as q (u8, <= 15) × a with the
+// correction -8·a.s; IQ4_NL as |a| × sign(v, a), |v| <= 127 (|-128| = 128 is exact as u8).
+//
+// One path for every nt: tokens go in groups of up to kMaxTokens, packed once into scratch (per
+// block 320 bytes: per token 64 bytes — Q8_0 the qs as int16, 4-bit the qs then |qs| — then
+// kMaxTokens f32 d and kMaxTokens i32 -8·s). For each group of 8 weight rows and each block, a
+// row's weights are prepared in registers, each token gets 8 partial sums per row, and a vphaddd
+// tree turns the 8 rows' partials into one lane per row; the per-block scale multiply and fmaf
+// then run on the 8 rows at once.
+// GCC 12 reports the `__Y = __Y` placeholders inside its own intrinsic headers as uninitialized
+// once they are inlined here (a known false positive); the pragmas must precede the include.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/gemm_legacy_common.h"
+#include "kernels/quant/legacy_blocks.h"
+
+namespace expertmesh::cpu {
+namespace {
+
+namespace lg = legacy_gemm;
+namespace lq = quant::legacy;
+
+enum class Kind { kQ8_0, kQ4_0, kIq4Nl };
+
+template <Kind K>
+inline constexpr size_t kBlockBytes = K == Kind::kQ8_0 ? lg::kQ8_0BlockBytes : lg::kQ4BlockBytes;
+
+inline constexpr int kGroupRows = 8;
+inline constexpr int kMaxTokens = 4;
+inline constexpr size_t kPackBlockBytes = 320;  // kMaxTokens × 64 bytes, kMaxTokens × (f32 d, i32 corr), pad
+inline constexpr size_t kPackD = kMaxTokens * 64;
+inline constexpr size_t kPackCorr = kPackD + kMaxTokens * 4;
+
+inline __m128i load128(const uint8_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
+inline __m256i load256(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+inline int load_u16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+inline int32_t load_i32(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+inline float load_f32(const uint8_t* p) {
+  float v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// One row's block prepared for row_partial. Q8_0: the values as int16 (x = elements 0..15,
+// y = 16..31). Q4_0: x = the 32 unsigned q in element order. IQ4_NL: x = the 32 signed values.
+template <Kind K>
+inline void prep_block(const uint8_t* blk, __m256i& x, __m256i& y) {
+  if constexpr (K == Kind::kQ8_0) {
+    x = _mm256_cvtepi8_epi16(load128(blk + lg::kQsOffset));
+    y = _mm256_cvtepi8_epi16(load128(blk + lg::kQsOffset + 16));
+  } else {
+    const __m128i q = load128(blk + lg::kQsOffset);
+    x = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1),
+                         _mm256_set1_epi8(0x0F));
+    if constexpr (K == Kind::kIq4Nl) {
+      x = _mm256_shuffle_epi8(
+          _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lq::kIq4nlValues))), x);
+    }
+    y = x;
+  }
+}
+
+// Packs the activations of tokens t0..t0+nt-1 (nt <= kMaxTokens) into dst (nb × kPackBlockBytes):
+// per token 64 bytes, Q8_0 the qs widened to int16, the 4-bit types the qs and then |qs| (u8);
+// then kMaxTokens f32 d and kMaxTokens i32 -offset·s.
+void pack_tokens(const GemmArgs& g, int64_t t0, int nt, bool widen, int32_t offset, uint8_t* dst) {
+  const int64_t nb = g.n / 32;
+  for (int64_t b = 0; b < nb; ++b, dst += kPackBlockBytes) {
+    for (int t = 0; t < nt; ++t) {
+      const uint8_t* ab = g.a + size_t(t0 + t) * g.a_stride + size_t(b) * lg::kActBlockBytes;
+      auto* o = reinterpret_cast<__m256i*>(dst + 64 * t);
+      if (widen) {
+        _mm256_store_si256(o, _mm256_cvtepi8_epi16(load128(ab + lg::kActQs)));
+        _mm256_store_si256(o + 1, _mm256_cvtepi8_epi16(load128(ab + lg::kActQs + 16)));
+      } else {
+        const __m256i q = load256(ab + lg::kActQs);
+        _mm256_store_si256(o, q);
+        _mm256_store_si256(o + 1, _mm256_abs_epi8(q));  // |-128| = 0x80 = 128 as u8
+      }
+      std::memcpy(dst + kPackD + 4 * t, ab + lg::kActD, 4);
+      int32_t s;
+      std::memcpy(&s, ab + lg::kActS, 4);
+      const int32_t corr = -offset * s;
+      std::memcpy(dst + kPackCorr + 4 * t, &corr, 4);
+    }
+  }
+}
+
+// 8 int32 partial sums of one row's block against one token's packed activations (pt). The
+// 4-bit forms use vpmaddubsw, which cannot saturate here: Q4_0 pairs are q·a with q <= 15
+// (|pair| <= 3840); IQ4_NL pairs are |a|·(±v) with |v| <= 127 (|pair| <= 32512).
+template <Kind K>
+inline __m256i row_partial(__m256i x, __m256i y, const uint8_t* pt) {
+  const __m256i a = _mm256_load_si256(reinterpret_cast<const __m256i*>(pt));
+  const __m256i a2 = _mm256_load_si256(reinterpret_cast<const __m256i*>(pt + 32));
+  if constexpr (K == Kind::kQ8_0) {
+    return _mm256_add_epi32(_mm256_madd_epi16(x, a), _mm256_madd_epi16(y, a2));
+  } else if constexpr (K == Kind::kQ4_0) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(x, a), _mm256_set1_epi16(1));
+  } else {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(a2, _mm256_sign_epi8(x, a)), _mm256_set1_epi16(1));
+  }
+}
+
+// Rows r0..r0+7 (rows past nr repeat row nr - 1, not stored) × T packed tokens.
+template <Kind K, int T>
+void rows8(const GemmArgs& g, int64_t r0, const uint8_t* pack, float* y) {
+  constexpr size_t bs = kBlockBytes<K>;
+  const int64_t nb = g.n / 32;
+  const uint8_t* rows[kGroupRows];
+  for (int i = 0; i < kGroupRows; ++i) rows[i] = g.w + size_t(std::min<int64_t>(r0 + i, g.nr - 1)) * g.w_stride;
+  __m256 acc[T];
+#pragma GCC unroll 16
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b, pack += kPackBlockBytes) {
+    const size_t off = size_t(b) * bs;
+    // fp16 scales of the 8 rows -> f32 (word inserts: cheaper than a gather on Zen 4).
+    __m128i dh = _mm_cvtsi32_si128(load_u16(rows[0] + off));
+    dh = _mm_insert_epi16(dh, load_u16(rows[1] + off), 1);
+    dh = _mm_insert_epi16(dh, load_u16(rows[2] + off), 2);
+    dh = _mm_insert_epi16(dh, load_u16(rows[3] + off), 3);
+    dh = _mm_insert_epi16(dh, load_u16(rows[4] + off), 4);
+    dh = _mm_insert_epi16(dh, load_u16(rows[5] + off), 5);
+    dh = _mm_insert_epi16(dh, load_u16(rows[6] + off), 6);
+    dh = _mm_insert_epi16(dh, load_u16(rows[7] + off), 7);
+    const __m256 ws = _mm256_cvtph_ps(dh);
+    __m256i quad[2][T];
+#pragma GCC unroll 16
+    for (int half = 0; half < 2; ++half) {
+      __m256i pair[2][T];
+#pragma GCC unroll 16
+      for (int pr = 0; pr < 2; ++pr) {
+        const int i = 4 * half + 2 * pr;
+        __m256i a_lo, a_hi, b_lo, b_hi;
+        prep_block<K>(rows[i] + off, a_lo, a_hi);
+        prep_block<K>(rows[i + 1] + off, b_lo, b_hi);
+#pragma GCC unroll 16
+        for (int t = 0; t < T; ++t) {
+          pair[pr][t] =
+              _mm256_hadd_epi32(row_partial<K>(a_lo, a_hi, pack + 64 * t), row_partial<K>(b_lo, b_hi, pack + 64 * t));
+        }
+      }
+#pragma GCC unroll 16
+      for (int t = 0; t < T; ++t) quad[half][t] = _mm256_hadd_epi32(pair[0][t], pair[1][t]);
+    }
+#pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) {
+      __m256i s = _mm256_add_epi32(_mm256_permute2x128_si256(quad[0][t], quad[1][t], 0x20),
+                                   _mm256_permute2x128_si256(quad[0][t], quad[1][t], 0x31));
+      if constexpr (K == Kind::kQ4_0) s = _mm256_add_epi32(s, _mm256_set1_epi32(load_i32(pack + kPackCorr + 4 * t)));
+      const __m256 sc = _mm256_mul_ps(ws, _mm256_set1_ps(load_f32(pack + kPackD + 4 * t)));
+      acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(s), acc[t]);
+    }
+  }
+  const int64_t valid = std::min<int64_t>(kGroupRows, g.nr - r0);
+  if (valid == kGroupRows) {
+#pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) _mm256_storeu_ps(y + t * g.ldy, acc[t]);
+  } else {
+    const __m256i mask =
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(valid)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) _mm256_maskstore_ps(y + t * g.ldy, mask, acc[t]);
+  }
+}
+
+template <Kind K, int T>
+void token_group(const GemmArgs& g, const uint8_t* pack, int64_t t0) {
+  for (int64_t r0 = 0; r0 < g.nr; r0 += kGroupRows) rows8<K, T>(g, r0, pack, g.y + t0 * g.ldy + r0);
+}
+
+template <Kind K>
+void gemm_legacy(const GemmArgs& g) {
+  if (g.nr <= 0 || g.nt <= 0) return;
+  uint8_t* const pack = g.scratch;
+  for (int64_t t0 = 0; t0 < g.nt; t0 += kMaxTokens) {
+    const int nt = static_cast<int>(std::min<int64_t>(kMaxTokens, g.nt - t0));
+    pack_tokens(g, t0, nt, K == Kind::kQ8_0, K == Kind::kQ4_0 ? 8 : 0, pack);
+    switch (nt) {
+      case 1:
+        token_group<K, 1>(g, pack, t0);
+        break;
+      case 2:
+        token_group<K, 2>(g, pack, t0);
+        break;
+      case 3:
+        token_group<K, 3>(g, pack, t0);
+        break;
+      default:
+        token_group<K, 4>(g, pack, t0);
+        break;
+    }
+  }
+}
+
+// ---- Q8a32 activation quantizer --------------------------------------------------------------------
+
+// m[j] are 8 lanes of block j's partial maxima; returns the 8 block maxima in block order.
+inline __m256 hmax8x8(const __m256 m[8]) {
+  __m256 a[4], v[2];
+#pragma GCC unroll 16
+  for (int i = 0; i < 4; ++i) {
+    a[i] = _mm256_max_ps(_mm256_unpacklo_ps(m[2 * i], m[2 * i + 1]), _mm256_unpackhi_ps(m[2 * i], m[2 * i + 1]));
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < 2; ++i) {
+    v[i] = _mm256_max_ps(_mm256_shuffle_ps(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm256_shuffle_ps(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  return _mm256_max_ps(_mm256_permute2f128_ps(v[0], v[1], 0x20), _mm256_permute2f128_ps(v[0], v[1], 0x31));
+}
+
+// p[j] are 8 partial sums of block j; returns the 8 block sums in block order.
+inline __m256i hsum8x8(const __m256i p[8]) {
+  const __m256i h01 = _mm256_hadd_epi32(p[0], p[1]), h23 = _mm256_hadd_epi32(p[2], p[3]);
+  const __m256i h45 = _mm256_hadd_epi32(p[4], p[5]), h67 = _mm256_hadd_epi32(p[6], p[7]);
+  const __m256i q0 = _mm256_hadd_epi32(h01, h23), q1 = _mm256_hadd_epi32(h45, h67);
+  return _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20), _mm256_permute2x128_si256(q0, q1, 0x31));
+}
+
+// 8 blocks: 256 floats from x into 8 BlockQ8a32 at out.
+inline void quantize8(const float* x, uint8_t* out) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  __m256 m[8];
+#pragma GCC unroll 16
+  for (int j = 0; j < 8; ++j) {
+    // max(new, acc): a NaN input is skipped like std::max(amax, NaN) in the reference.
+    __m256 acc = _mm256_setzero_ps();
+#pragma GCC unroll 16
+    for (int i = 0; i < 4; ++i) acc = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + 32 * j + 8 * i), abs_mask), acc);
+    m[j] = acc;
+  }
+  const __m256 q = _mm256_div_ps(hmax8x8(m), _mm256_set1_ps(127.0f));
+  // bf16 round to nearest even (q >= 0, never NaN).
+  __m256i u = _mm256_castps_si256(q);
+  u = _mm256_add_epi32(
+      u, _mm256_add_epi32(_mm256_set1_epi32(0x7FFF), _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1))));
+  const __m256 d = _mm256_castsi256_ps(_mm256_and_si256(u, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u))));
+  const __m256 id =
+      _mm256_and_ps(_mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_GT_OQ), _mm256_div_ps(_mm256_set1_ps(1.0f), d));
+  alignas(32) float ds[8], ids[8];
+  alignas(32) int32_t ss[8];
+  _mm256_store_ps(ds, d);
+  _mm256_store_ps(ids, id);
+  const __m256 lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f);
+  const __m256i low_byte = _mm256_set1_epi32(0xFF);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  __m256i sums[8];
+#pragma GCC unroll 16
+  for (int j = 0; j < 8; ++j) {
+    const __m256 vid = _mm256_set1_ps(ids[j]);
+    __m256i v[4];
+#pragma GCC unroll 16
+    for (int i = 0; i < 4; ++i) {
+      // clamp(round(p)) == round(clamp(p)) for integer bounds; max/min keep a NaN (second
+      // operand), which converts to 0x80000000, whose low byte 0 is what the reference yields.
+      const __m256 p = _mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_mul_ps(_mm256_loadu_ps(x + 32 * j + 8 * i), vid)));
+      v[i] = _mm256_and_si256(_mm256_cvtps_epi32(p), low_byte);  // the int8 bits as 0..255
+    }
+    // Unsigned packs keep 0..255 exact; the lane interleave is undone by the final permute.
+    const __m256i p01 = _mm256_packus_epi32(v[0], v[1]), p23 = _mm256_packus_epi32(v[2], v[3]);
+    const __m256i qs = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(p01, p23), order);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + lg::kActBlockBytes * j + lg::kActQs), qs);
+    sums[j] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), qs), _mm256_set1_epi16(1));
+  }
+  _mm256_store_si256(reinterpret_cast<__m256i*>(ss), hsum8x8(sums));
+#pragma GCC unroll 16
+  for (int j = 0; j < 8; ++j) {
+    std::memcpy(out + lg::kActBlockBytes * j + lg::kActD, &ds[j], 4);
+    std::memcpy(out + lg::kActBlockBytes * j + lg::kActS, &ss[j], 4);
+  }
+}
+
+}  // namespace
+
+void quantize_act_q8a32_avx2(const float* x, void* out, int64_t n) {
+  auto* o = static_cast<uint8_t*>(out);
+  const int64_t nb = n / 32;
+  int64_t b = 0;
+  for (; b + 8 <= nb; b += 8) quantize8(x + 32 * b, o + lg::kActBlockBytes * size_t(b));
+  if (b < nb) {
+    alignas(32) float xs[256] = {};
+    alignas(32) uint8_t os[8 * lg::kActBlockBytes];
+    const int64_t rest = nb - b;
+    std::memcpy(xs, x + 32 * b, size_t(rest) * 32 * sizeof(float));
+    quantize8(xs, os);
+    std::memcpy(o + lg::kActBlockBytes * size_t(b), os, size_t(rest) * lg::kActBlockBytes);
+  }
+}
+
+void register_gemm_legacy_avx2(GemmTable& t) {
+  t[size_t(GgmlType::Q8_0)] = {ActType::kQ8a32, gemm_legacy<Kind::kQ8_0>};
+  t[size_t(GgmlType::Q4_0)] = {ActType::kQ8a32, gemm_legacy<Kind::kQ4_0>};
+  t[size_t(GgmlType::IQ4_NL)] = {ActType::kQ8a32, gemm_legacy<Kind::kIq4Nl>};
+}
+
+}  // namespace expertmesh::cpu
