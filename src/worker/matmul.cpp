@@ -72,28 +72,34 @@ void round_activations_q8_2(const float* x, float* out, int64_t n) {
   }
 }
 
-Activations::Activations(const Activations& src, const std::vector<int64_t>& rows)
+Activations::Activations(const Activations& src, const std::vector<int64_t>& rows, ThreadPool& pool, bool with_floats)
     : x_(nullptr), ldx_(src.n_cols_), n_tok_(int64_t(rows.size())), n_cols_(src.n_cols_) {
-  own_.resize(rows.size() * size_t(n_cols_));
-  for (size_t i = 0; i < rows.size(); ++i)
-    std::memcpy(own_.data() + i * size_t(n_cols_), src.x_ + rows[i] * src.ldx_, size_t(n_cols_) * sizeof(float));
-  x_ = own_.data();
-  for (size_t f = 0; f < q_.size(); ++f) {
-    if (!src.q_ready_[f]) continue;
-    const size_t rb = cpu::act_row_bytes(cpu::ActType(f), n_cols_);
-    q_[f].resize(rb * rows.size());
-    for (size_t i = 0; i < rows.size(); ++i)
-      std::memcpy(q_[f].data() + i * rb, src.q_[f].data() + size_t(rows[i]) * rb, rb);
-    q_ready_[f] = true;
+  const size_t n = rows.size(), nc = size_t(n_cols_);
+  if (with_floats) {
+    own_.resize(n * nc);
+    x_ = own_.data();
   }
-  for (size_t f = 1; f < r_.size(); ++f) {  // kNone is the floats themselves
-    if (!src.r_ready_[f]) continue;
-    r_[f].resize(rows.size() * size_t(n_cols_));
-    for (size_t i = 0; i < rows.size(); ++i)
-      std::memcpy(r_[f].data() + i * size_t(n_cols_), src.r_[f].data() + rows[i] * n_cols_,
-                  size_t(n_cols_) * sizeof(float));
-    r_ready_[f] = true;
-  }
+  for (size_t f = 0; f < q_.size(); ++f)
+    if (src.q_ready_[f]) {
+      q_[f].resize(cpu::act_row_bytes(cpu::ActType(f), n_cols_) * n);
+      q_ready_[f] = true;
+    }
+  for (size_t f = 1; f < r_.size(); ++f)  // kNone is the floats themselves
+    if (src.r_ready_[f]) {
+      r_[f].resize(n * nc);
+      r_ready_[f] = true;
+    }
+  pool.run(int64_t(n), [&](int64_t i, int) {
+    const size_t row = size_t(rows[size_t(i)]);
+    if (with_floats) std::memcpy(own_.data() + size_t(i) * nc, src.x_ + int64_t(row) * src.ldx_, nc * sizeof(float));
+    for (size_t f = 0; f < q_.size(); ++f)
+      if (q_ready_[f]) {
+        const size_t rb = cpu::act_row_bytes(cpu::ActType(f), n_cols_);
+        std::memcpy(q_[f].data() + size_t(i) * rb, src.q_[f].data() + row * rb, rb);
+      }
+    for (size_t f = 1; f < r_.size(); ++f)
+      if (r_ready_[f]) std::memcpy(r_[f].data() + size_t(i) * nc, src.r_[f].data() + row * nc, nc * sizeof(float));
+  });
 }
 
 const uint8_t* Activations::quantized(cpu::ActType a, const cpu::Kernels& k, ThreadPool& pool) {
@@ -202,6 +208,10 @@ bool generic_tile(const Weight& w, const float* xr, int64_t ldx, int64_t r0, int
 }
 
 }  // namespace
+
+bool reads_floats(const Weight& w, const MatmulKernel& mk) {
+  return !fast_usable(w, mk, 0, w.ne[0]) && mk.rounding == GenericRounding::kNone;
+}
 
 Status prepare_input(const Weight& w, const MatmulKernel& mk, Activations& x, ThreadPool& pool, const cpu::Kernels& k) {
   if (x.n_cols() != w.ne[0]) return Status::Internal(fmt::format("matmul {}: input is not ne0 wide", w.name));

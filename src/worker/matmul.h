@@ -42,9 +42,11 @@ class Activations {
  public:
   Activations(const float* x, int64_t ldx, int64_t n_tok, int64_t n_cols)
       : x_(x), ldx_(ldx), n_tok_(n_tok), n_cols_(n_cols) {}
-  // The rows `rows` of `src` (in that order) as a new contiguous input: the floats and every
-  // form src has already made are copied (bytes only: nothing is quantized twice).
-  Activations(const Activations& src, const std::vector<int64_t>& rows);
+  // The rows `rows` of `src` (in that order) as a new contiguous input: every form src has
+  // already made is copied (bytes only: nothing is quantized twice), the floats too unless
+  // `with_floats` is false (then data() is null and only those forms may be asked for).
+  // The copies run on the pool.
+  Activations(const Activations& src, const std::vector<int64_t>& rows, ThreadPool& pool, bool with_floats = true);
   Activations(const Activations&) = delete;
   Activations& operator=(const Activations&) = delete;
   const float* data() const { return x_; }
@@ -85,6 +87,8 @@ Status matmul(const Weight& w, int64_t row0, int64_t nrows, const float* x, int6
 // REQUIRES: check_rows(w, r0, nr) passed; x.quantized()/rounded() for the kernel's format
 // already made (prepare_input) — this function never quantizes.
 Status check_rows(const Weight& w, int64_t row0, int64_t nrows);
+// True when matmul_tile of w reads the input's floats themselves (generic path, no rounding).
+bool reads_floats(const Weight& w, const MatmulKernel& mk);
 Status prepare_input(const Weight& w, const MatmulKernel& mk, Activations& x, ThreadPool& pool, const cpu::Kernels& k);
 void matmul_tile(const Weight& w, const MatmulKernel& mk, Activations& x, int64_t r0, int64_t nr, int64_t t0,
                  int64_t nt, float* y, int64_t ldy, ThreadPool& pool, const cpu::Kernels& k, int thread);

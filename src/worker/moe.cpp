@@ -82,7 +82,10 @@ Result<Buf> moe_ffn(const StepContext& c, const LayerWeights& w, const LayerPlan
     if (int64_t(slots.size()) > first) groups.push_back({e, first, int64_t(slots.size()) - first});
   }
   const int64_t m_all = int64_t(slots.size());
-  Buf y(size_t(c.n_tok * kk * n_embd), 0.0f);
+  // Row of the gathered outputs that holds each slot, -1 for slots computed elsewhere.
+  std::vector<int64_t> row_of_slot(size_t(c.n_tok * kk), -1);
+  for (int64_t i = 0; i < m_all; ++i) row_of_slot[size_t(slots[size_t(i)])] = i;
+  Buf ys(size_t(m_all * n_embd));
   if (m_all > 0) {
     const Weight &wg = w.ffn_gate_exps, &wu = w.ffn_up_exps, &wd = w.ffn_down_exps;
     for (const ExpertGroup& g : groups) {
@@ -96,12 +99,16 @@ Result<Buf> moe_ffn(const StepContext& c, const LayerWeights& w, const LayerPlan
                        kd = matmul_kernel(wd.type, c.k);
     EM_RETURN_IF_ERROR(prepare_input(wg, kg, hin, c.pool, c.k));
     EM_RETURN_IF_ERROR(prepare_input(wu, ku, hin, c.pool, c.k));
-    Activations xs(hin, tok);
-    for (const ExpertGroup& g : groups) {
-      const float* xe = xs.data() + g.first * n_embd;
-      EM_RETURN_IF_ERROR(c.observe_input(wg, g.e, xe, g.m, n_embd));
-      EM_RETURN_IF_ERROR(c.observe_input(wu, g.e, xe, g.m, n_embd));
-    }
+    // The gathered floats are needed by an observer or by a generic path that reads them as is.
+    const bool observed = c.observe && *c.observe;
+    const bool floats = observed || reads_floats(wg, kg) || reads_floats(wu, ku);
+    Activations xs(hin, tok, c.pool, floats);
+    if (observed)
+      for (const ExpertGroup& g : groups) {
+        const float* xe = xs.data() + g.first * n_embd;
+        EM_RETURN_IF_ERROR(c.observe_input(wg, g.e, xe, g.m, n_embd));
+        EM_RETURN_IF_ERROR(c.observe_input(wu, g.e, xe, g.m, n_embd));
+      }
     // gate and up of one tile in one task, SwiGLU fused while the tile is in cache:
     // act[i][f] = silu(gate_e x_i)[f] * (up_e x_i)[f].
     Buf gate(size_t(m_all * n_ff)), up(size_t(m_all * n_ff)), act(size_t(m_all * n_ff));
@@ -119,7 +126,6 @@ Result<Buf> moe_ffn(const StepContext& c, const LayerWeights& w, const LayerPlan
     EM_RETURN_IF_ERROR(prepare_input(wd, kd, xa, c.pool, c.k));
     for (const ExpertGroup& g : groups)
       EM_RETURN_IF_ERROR(c.observe_input(wd, g.e, act.data() + g.first * n_ff, g.m, n_ff));
-    Buf ys(size_t(m_all * n_embd));
     const int64_t rd = moe_tile_rows(n_embd, int64_t(groups.size()), c.pool.size());
     const int64_t d_tiles = (n_embd + rd - 1) / rd;
     c.pool.run(int64_t(groups.size()) * d_tiles, [&](int64_t task, int thread) {
@@ -127,22 +133,32 @@ Result<Buf> moe_ffn(const StepContext& c, const LayerWeights& w, const LayerPlan
       const int64_t r0 = task % d_tiles * rd, nr = std::min(rd, n_embd - r0);
       matmul_tile(wd, kd, xa, g.e * n_embd + r0, nr, g.first, g.m, ys.data() + r0, n_embd, c.pool, c.k, thread);
     });
+  }
+  // Per-slot outputs: ys rows on one rank; over a stage, every slot's row completed from the
+  // rank that computed it. Exchanging per-slot outputs instead of reducing weighted partial
+  // sums costs k times the traffic of one reduce but keeps the sum below in the one-rank order,
+  // so MoE results are bit-identical under any expert placement.
+  const Buf zero(size_t(n_embd), 0.0f);  // slots of experts no rank here computed
+  Buf y;
+  auto slot_row = [&](int64_t slot) -> const float* {
+    if (!y.empty()) return y.data() + slot * n_embd;
+    const int64_t i = row_of_slot[size_t(slot)];
+    return i < 0 ? zero.data() : ys.data() + i * n_embd;
+  };
+  if (c.gather_slots && *c.gather_slots && !p.expert_owner.empty()) {
+    y.assign(size_t(c.n_tok * kk * n_embd), 0.0f);
     for (int64_t i = 0; i < m_all; ++i)
       std::copy_n(ys.data() + i * n_embd, n_embd, y.data() + slots[size_t(i)] * n_embd);
-  }
-  // Complete the slots computed elsewhere in the stage. Exchanging per-slot outputs instead of
-  // reducing weighted partial sums costs k times the traffic of one reduce but keeps the sum
-  // below in the one-rank order, so MoE results are bit-identical under any expert placement.
-  if (c.gather_slots && *c.gather_slots && !p.expert_owner.empty()) {
     std::vector<int32_t> owner(r.expert.size());
     for (size_t i = 0; i < owner.size(); ++i) owner[i] = p.expert_owner[size_t(r.expert[i])];
     EM_RETURN_IF_ERROR((*c.gather_slots)(y.data(), owner, n_embd));
   }
-  // Weighted sum in slot order (the peer's order: w_0 y_0 + w_1 y_1 + ...).
+  // Weighted sum in slot order (the peer's order: w_0 y_0 + w_1 y_1 + ...), token rows in parallel.
   Buf out(size_t(c.n_tok * n_embd), 0.0f);
-  for (int64_t t = 0; t < c.n_tok; ++t)
+  c.pool.run(c.n_tok, [&](int64_t t, int) {
     for (int64_t j = 0; j < kk; ++j)
-      c.k.axpy_f32(r.weight[size_t(t * kk + j)], y.data() + (t * kk + j) * n_embd, out.data() + t * n_embd, n_embd);
+      c.k.axpy_f32(r.weight[size_t(t * kk + j)], slot_row(t * kk + j), out.data() + t * n_embd, n_embd);
+  });
   c.trace("ffn_moe_out", out, n_embd);
   return out;
 }

@@ -59,7 +59,24 @@ TEST(CpuOps, SimdMatchesScalar) {
       k->swiglu_f32(a.data(), b.data(), r1.data(), n);
       ref.swiglu_f32(a.data(), b.data(), r2.data(), n);
       expect_close(r1, r2, 1e-6f, "swiglu");
+      // An element's value does not depend on where it sits in the call (the MoE FFN applies
+      // swiglu to tiles at varying offsets): a sub-range gives the whole call's bits.
+      if (n > 3) {
+        std::vector<float> part(size_t(n - 3));
+        k->swiglu_f32(a.data() + 3, b.data() + 3, part.data(), n - 3);
+        EXPECT_EQ(std::memcmp(part.data(), r1.data() + 3, part.size() * sizeof(float)), 0) << "swiglu offset, n " << n;
+      }
     }
+    // Saturation: large |g| gives g*u (or 0), never NaN; NaN in, NaN out.
+    const std::vector<float> g = {-200.0f, -90.0f, -87.5f, 0.0f, 87.5f, 90.0f, 200.0f, std::nanf("")};
+    const std::vector<float> u(g.size(), 2.0f);
+    std::vector<float> o(g.size());
+    k->swiglu_f32(g.data(), u.data(), o.data(), int64_t(g.size()));
+    for (size_t i = 0; i + 1 < g.size(); ++i) {
+      EXPECT_FALSE(std::isnan(o[i])) << g[i];
+      EXPECT_NEAR(o[i], g[i] > 0 ? 2.0f * g[i] : 0.0f, 1e-3f * (1.0f + std::fabs(g[i]))) << g[i];
+    }
+    EXPECT_TRUE(std::isnan(o.back()));
     for (auto mode : {cpu::RopeMode::kNormal, cpu::RopeMode::kNeox}) {
       for (int64_t hd : {8, 64, 128}) {
         const int64_t n_rot = hd == 128 ? 64 : hd;
