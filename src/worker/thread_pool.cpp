@@ -70,13 +70,15 @@ void ThreadPool::worker_loop(int thread) {
       g = generation_.load(std::memory_order_acquire);
     }
     while (g == seen) {
-      generation_.wait(seen, std::memory_order_acquire);
+      sleepers_.fetch_add(1);
+      generation_.wait(seen);
+      sleepers_.fetch_sub(1);
       g = generation_.load(std::memory_order_acquire);
     }
     seen = g;
     if (stop_.load(std::memory_order_acquire)) return;
     drain(thread);
-    if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == n_threads_ - 1) done_.notify_one();
+    if (done_.fetch_add(1) + 1 == n_threads_ - 1 && caller_sleeping_.load()) done_.notify_one();
   }
 }
 
@@ -91,8 +93,8 @@ void ThreadPool::run_impl(int64_t n_tasks, TaskFn fn, void* ctx) {
   n_tasks_ = n_tasks;
   done_.store(0, std::memory_order_relaxed);
   next_.store(0, std::memory_order_relaxed);
-  generation_.fetch_add(1, std::memory_order_release);  // publishes fn_/ctx_/n_tasks_
-  generation_.notify_all();
+  generation_.fetch_add(1);  // publishes fn_/ctx_/n_tasks_
+  if (sleepers_.load()) generation_.notify_all();
   drain(0);
   int d = done_.load(std::memory_order_acquire);
   for (int i = 0; d != n_threads_ - 1 && i < kSpinIterations; ++i) {
@@ -100,7 +102,9 @@ void ThreadPool::run_impl(int64_t n_tasks, TaskFn fn, void* ctx) {
     d = done_.load(std::memory_order_acquire);
   }
   while (d != n_threads_ - 1) {
-    done_.wait(d, std::memory_order_acquire);
+    caller_sleeping_.store(1);
+    done_.wait(d);
+    caller_sleeping_.store(0);
     d = done_.load(std::memory_order_acquire);
   }
 }

@@ -68,6 +68,12 @@ class ThreadPool {
   alignas(64) std::atomic<int64_t> next_{0};
   alignas(64) std::atomic<uint64_t> generation_{0};
   alignas(64) std::atomic<int> done_{0};
+  // Threads sleeping in generation_.wait() / the caller sleeping in done_.wait(): a notify (a
+  // futex syscall) is only issued when somebody sleeps. Both sides use seq_cst (store the
+  // value, then read the other's flag), so either the sleeper sees the new value or the
+  // notifier sees the sleeper.
+  std::atomic<int> sleepers_{0};
+  std::atomic<int> caller_sleeping_{0};
   std::atomic<bool> stop_{false};
 };
 

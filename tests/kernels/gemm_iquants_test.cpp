@@ -298,7 +298,7 @@ std::string shape(GgmlType type, int64_t nr, int64_t nt, int64_t n) {
 TEST(GemmIquantsRef, MatchesDequantizedDot) {
   std::mt19937 rng(1234);
   for (GgmlType type : kTypes) {
-    for (int64_t n : {256, 1024, 2304}) {
+    for (int64_t n : {256, 1024, 2304, 256 * 40}) {
       for (int adversarial = 0; adversarial < 2; ++adversarial) {
         const Weights w = adversarial ? random_byte_weights(type, 7, n, false, rng) : make_weights(type, 9, n, 4, rng);
         const Acts a = adversarial ? random_acts(4, n, false, rng) : make_acts(5, n, 8, rng);
@@ -404,7 +404,7 @@ TEST(GemmIquantsSimd, BitIdenticalToRef) {
   if (isas.empty()) GTEST_SKIP() << "no AVX2 on this CPU";
   std::mt19937 rng(42);
   for (GgmlType type : kTypes) {
-    for (int64_t n : {256, 768, 2048}) {
+    for (int64_t n : {256, 768, 2048, 256 * 40}) {
       const Weights w = make_weights(type, 64 + 3, n, 12, rng);
       const Acts a = make_acts(33 + 2, n, 20, rng);
       Scratch scratch(n);

@@ -4,19 +4,22 @@
 // (IQ4_KS), acc = fma(s, float(S), acc) per super-block in column order, y = acc (IQ4_KS: d_row * acc).
 //
 // Two paths with identical results (both follow the canonical formula):
-//  - nt < kGemmMinTokens (token generation, small expert batches): each row's super-block is
-//    decoded in registers (16-entry table lookups with vpshufb, one 128-bit lane per sub-block,
-//    weights as unsigned v + 128) and dotted with up to 8 tokens whose activations were permuted
-//    once into the lanes' order; R rows × T tokens (R·T <= 8) share one horizontal reduction
-//    (gemv_rows).
+//  - nt < kGemmMinTokens (token generation, small expert batches): 8 rows per pass, each row
+//    read in one contiguous run of up to 16 super-blocks (memory bound: the weights stream in
+//    address order); each super-block is decoded in registers (16-entry table lookups with
+//    vpshufb, weights as unsigned v + 128, qs regrouped so every dword holds one sub-block) and
+//    dotted with the pass's tokens, whose activations were permuted once to match: 4 vpdpbusd
+//    into one accumulator, one vpmulld by the sub-block scales; the 8 rows' vectors are reduced
+//    together afterwards, then the canonical fma per super-block in column order (gemv_rows).
 //  - otherwise: the tile's rows are unpacked once into g.scratch, 16 rows per group, as signed
 //    table values in dword columns (unpack_group, layout below), and a micro-kernel runs 16 rows
 //    × up to 8 tokens: per sub-block 8 vpdpbusd per token (activations as a.qs ^ 0x80 = a + 128,
 //    broadcast 4 bytes at a time), one vpmulld by the 16 rows' scales, the +128 offset taken out
 //    exactly by a per-row constant (gemm_tile). About 1.15 cycles per vpdpbusd on Zen 4.
 //  Both reduce the +128 offset of the unsigned vpdpbusd operand exactly: the GEMV path starts the
-//  sums at -128 · Σ a.qs of each sub-block (from the token's bsums), the GEMM path subtracts
-//  128 · Σ_j ls_j Σ v_j per row (computed once while unpacking).
+//  sums at -128 · Σ a.qs of each sub-block (from the token's bsums; -124 · Σ a.qs for an IQ4_KS
+//  sub-block whose shift flag is set, since its values are the first half's + 4), the GEMM
+//  path subtracts 128 · Σ_j ls_j Σ v_j per row (computed once while unpacking).
 //
 // GCC 12 reports the `__Y = __Y` placeholders inside its own intrinsic headers as uninitialized
 // once they are inlined here (GCC PR 105593, a false positive); the pragmas must precede the include.
@@ -71,63 +74,18 @@ inline uint64_t scale_bytes(const uint8_t* blk) {
   }
 }
 
-// kLaneMasks[bits] (bits < 16): the byte mask of the 128-bit lanes l whose bit l of `bits` is set.
-struct LaneMasks {
-  uint64_t m[16];
-};
-constexpr LaneMasks make_lane_masks() {
-  LaneMasks t{};
-  for (int bits = 0; bits < 16; ++bits) {
-    for (int l = 0; l < 4; ++l) t.m[bits] |= (bits >> l & 1) ? 0xffffull << (16 * l) : 0;
-  }
-  return t;
-}
-constexpr LaneMasks kLaneMasks = make_lane_masks();
+// Shuffle control: int32 lane d of the paired scale vector = byte l (d % 4 < 2) or byte 4 + l
+// (d % 4 >= 2) of the scale bytes (zero-extended), l = d / 4 the 128-bit lane.
+alignas(64) constexpr uint32_t kPairScaleCtrl[16] = {
+    0x80808000, 0x80808000, 0x80808004, 0x80808004, 0x80808001, 0x80808001, 0x80808005, 0x80808005,
+    0x80808002, 0x80808002, 0x80808006, 0x80808006, 0x80808003, 0x80808003, 0x80808007, 0x80808007};
 
-// Per-lane lookup tables for the 4 sub-blocks q*4 .. q*4+3 held in the lanes of one register:
-// IQ4_KS lanes whose shift flag is set get the shifted half (= first half + 4).
+// ls_j (int32) in the dword layout of gemv_split: lane l = [ls_l, ls_l, ls_{4+l}, ls_{4+l}].
 template <Iq4Kind K>
-inline void lane_tables(const uint8_t* blk, __m512i base, __m512i* t0, __m512i* t1) {
-  if constexpr (K == Iq4Kind::kXs) {
-    *t0 = *t1 = base;
-  } else {
-    const uint64_t bits = _pext_u64(iquants::load_u64(blk), 0x0101010101010101ull);
-    const __m512i delta = _mm512_set1_epi8(iquants::kShiftDelta);
-    *t0 = _mm512_mask_add_epi8(base, kLaneMasks.m[bits & 15], base, delta);
-    *t1 = _mm512_mask_add_epi8(base, kLaneMasks.m[bits >> 4], base, delta);
-  }
-}
-
-// Shuffle controls: int32 lane d of LS vector h (h = 0, 1) = byte 4h + d/4 of the scale bytes
-// (zero-extended), i.e. sub-block 4h + l replicated over the 4 dwords of 128-bit lane l.
-alignas(64) constexpr uint32_t kScaleCtrl[2][16] = {
-    {0x80808000, 0x80808000, 0x80808000, 0x80808000, 0x80808001, 0x80808001, 0x80808001, 0x80808001, 0x80808002,
-     0x80808002, 0x80808002, 0x80808002, 0x80808003, 0x80808003, 0x80808003, 0x80808003},
-    {0x80808004, 0x80808004, 0x80808004, 0x80808004, 0x80808005, 0x80808005, 0x80808005, 0x80808005, 0x80808006,
-     0x80808006, 0x80808006, 0x80808006, 0x80808007, 0x80808007, 0x80808007, 0x80808007}};
-
-// ls_j (int32) of sub-blocks 0..3 (ls[0]) and 4..7 (ls[1]), each over its 128-bit lane.
-template <Iq4Kind K>
-inline void lane_scales(uint64_t sbytes, __m512i* ls0, __m512i* ls1) {
+inline __m512i pair_scales(uint64_t sbytes) {
   const __m512i b = _mm512_set1_epi64(int64_t(sbytes));
-  const __m512i bias = _mm512_set1_epi32(iquants::scale_bias(K));
-  *ls0 = _mm512_sub_epi32(_mm512_shuffle_epi8(b, _mm512_load_si512(kScaleCtrl[0])), bias);
-  *ls1 = _mm512_sub_epi32(_mm512_shuffle_epi8(b, _mm512_load_si512(kScaleCtrl[1])), bias);
-}
-
-// Table values of one super-block: lane l of v[0] / v[1] = weights 0..15 / 16..31 of sub-block l,
-// v[2] / v[3] the same for sub-blocks 4..7.
-template <Iq4Kind K>
-inline void lookup(const uint8_t* blk, __m512i base, __m512i v[4]) {
-  const __m512i m4 = _mm512_set1_epi8(0x0f);
-  const __m512i q0 = _mm512_loadu_si512(blk + kQsOffset);
-  const __m512i q1 = _mm512_loadu_si512(blk + kQsOffset + 64);
-  __m512i t0, t1;
-  lane_tables<K>(blk, base, &t0, &t1);
-  v[0] = _mm512_shuffle_epi8(t0, _mm512_and_si512(q0, m4));
-  v[1] = _mm512_shuffle_epi8(t0, _mm512_and_si512(_mm512_srli_epi16(q0, 4), m4));
-  v[2] = _mm512_shuffle_epi8(t1, _mm512_and_si512(q1, m4));
-  v[3] = _mm512_shuffle_epi8(t1, _mm512_and_si512(_mm512_srli_epi16(q1, 4), m4));
+  return _mm512_sub_epi32(_mm512_shuffle_epi8(b, _mm512_load_si512(kPairScaleCtrl)),
+                          _mm512_set1_epi32(iquants::scale_bias(K)));
 }
 
 // Horizontal sums of N <= 8 vectors: lane i of the result = Σ of y[i]'s 8 int32 (lanes >= N
@@ -156,100 +114,182 @@ inline __m256i hsum_lanes(const __m256i* y) {
 }
 
 // ---- GEMV path -------------------------------------------------------------------------------
-// Activations of one token, per super-block 384 bytes: the signed qs permuted to the lane order
-// of lookup() (lo0, hi0, lo1, hi1: 64 bytes each) and two int32 vectors whose lane l dword 0 is
-// -128 * (Σ a.qs over sub-block l) (resp. 4 + l): the start values of the vpdpbusd sums, which
-// take the weights as unsigned v + 128.
-constexpr size_t kGemvActBytes = 384;
+// A super-block's qs as two registers whose dwords each hold 4 bytes of one sub-block, lane l
+// (128 bits) = [sub-block l, l, 4+l, 4+l] by dword, so that all four vpdpbusd of a token go to
+// one accumulator that a single vpmulld scales (gemv_split):
+//   p0 lane l = [bytes 0..7 of sub-block l | bytes 8..15 of sub-block 4+l]
+//   p1 lane l = [bytes 8..15 of sub-block l | bytes 0..7 of sub-block 4+l]
+// (byte k of a sub-block holds weight k in its low nibble and weight k + 16 in its high one).
+inline void gemv_split(const uint8_t* blk, __m512i* p0, __m512i* p1) {
+  const __m512i q0 = _mm512_loadu_si512(blk + kQsOffset);
+  const __m512i q1 = _mm512_loadu_si512(blk + kQsOffset + 64);
+  *p0 = _mm512_mask_blend_epi64(0xaa, q0, q1);
+  *p1 = _mm512_shuffle_epi32(_mm512_mask_blend_epi64(0xaa, q1, q0), _MM_PERM_BADC);
+}
+
+// Activations of one token, per super-block 384 bytes: the signed qs in the order of the four
+// lookups of gemv_split's registers (lo p0, hi p0, lo p1, hi p1: 64 bytes each), then the start
+// vector of the vpdpbusd sums (which take the weights as unsigned v + 128): dword 4l =
+// -128 · Σ a.qs of sub-block l, dword 4l + 2 = the same of sub-block 4 + l, other dwords 0; then
+// the IQ4_KS shift vector, the same dwords holding +4 · Σ a.qs (a shifted sub-block's values are
+// the first half's + 4: Σ a (v + 4) = Σ a v + 4 Σ a).
+constexpr size_t kGemvActBytes = 320;
+
+// Qword permutations of prep_gemv_act: part m, qword 2l + h = qword kOct[m][h] (8 weights) of
+// sub-block l (h = 0, from a.qs[0..127]) or 4 + l (h = 1, from a.qs[128..255]).
+constexpr int kOct[4][2] = {{0, 1}, {2, 3}, {1, 0}, {3, 2}};
+struct PrepIdx {
+  alignas(64) int64_t lo[4][8];  // vpermt2q indices into a.qs[0..127] (even qwords used)
+  alignas(64) int64_t hi[4][8];  // into a.qs[128..255] (odd qwords used)
+};
+constexpr PrepIdx make_prep_idx() {
+  PrepIdx p{};
+  for (int m = 0; m < 4; ++m) {
+    for (int q = 0; q < 8; ++q) {
+      p.lo[m][q] = 4 * (q / 2) + kOct[m][0];
+      p.hi[m][q] = 4 * (q / 2) + kOct[m][1];
+    }
+  }
+  return p;
+}
+constexpr PrepIdx kPrepIdx = make_prep_idx();
 
 void prep_gemv_act(const uint8_t* a_row, int64_t nb, uint8_t* out) {
   for (int64_t b = 0; b < nb; ++b, out += kGemvActBytes) {
     const auto* a = reinterpret_cast<const BlockQ8K*>(a_row + b * sizeof(BlockQ8K));
-    for (int h = 0; h < 2; ++h) {
-      const __m512i x0 = _mm512_loadu_si512(a->qs + 128 * h);
-      const __m512i x1 = _mm512_loadu_si512(a->qs + 128 * h + 64);
-      _mm512_store_si512(out + 128 * h, _mm512_shuffle_i64x2(x0, x1, 0x88));
-      _mm512_store_si512(out + 128 * h + 64, _mm512_shuffle_i64x2(x0, x1, 0xdd));
+    const __m512i x0 = _mm512_loadu_si512(a->qs), x1 = _mm512_loadu_si512(a->qs + 64);
+    const __m512i x2 = _mm512_loadu_si512(a->qs + 128), x3 = _mm512_loadu_si512(a->qs + 192);
+    for (int m = 0; m < 4; ++m) {
+      const __m512i lo = _mm512_permutex2var_epi64(x0, _mm512_load_si512(kPrepIdx.lo[m]), x1);
+      const __m512i hi = _mm512_permutex2var_epi64(x2, _mm512_load_si512(kPrepIdx.hi[m]), x3);
+      _mm512_store_si512(out + 64 * m, _mm512_mask_blend_epi64(0xaa, lo, hi));
     }
-    alignas(64) int32_t init[32] = {};
-    for (int j = 0; j < 8; ++j) init[16 * (j / 4) + 4 * (j % 4)] = -128 * (a->bsums[2 * j] + a->bsums[2 * j + 1]);
+    alignas(64) int32_t init[16];
+    for (int j = 0; j < 8; ++j) {
+      const int32_t sum = a->bsums[2 * j] + a->bsums[2 * j + 1];
+      const int pos = 4 * (j % 4) + 2 * (j / 4);
+      init[pos] = -128 * sum;
+      init[pos + 1] = (iquants::kShiftDelta - 128) * sum;
+    }
     _mm512_store_si512(out + 256, _mm512_load_si512(init));
-    _mm512_store_si512(out + 320, _mm512_load_si512(init + 16));
   }
 }
 
-// Rows per GEMV pass for T tokens: R rows × T tokens share one 8-lane reduction (lane r*T + t).
-constexpr int gemv_rows_per_pass(int t) { return t == 1 ? 8 : t == 2 ? 4 : t <= 4 ? 2 : 1; }
+// The dwords of the start vector a row-block uses (prep_gemv_act): dword 4l (sub-block l
+// unshifted) or 4l + 1 (shifted), and dword 4l + 2 or 4l + 3 for sub-block 4 + l.
+template <Iq4Kind K>
+inline __mmask16 init_dwords(const uint8_t* blk) {
+  if constexpr (K == Iq4Kind::kXs) {
+    return 0x5555;
+  } else {
+    const uint32_t bits = uint32_t(_pext_u64(iquants::load_u64(blk), 0x0101010101010101ull));
+    return __mmask16(0x5555 + (_pdep_u32(bits & 15, 0x1111) | _pdep_u32(bits >> 4, 0x4444)));
+  }
+}
 
-// y for T tokens (prepared in act, act_stride bytes apart; ad[b * 8 + r * T + t] = token t's a.d)
-// × all rows, R rows at a time (a tail group repeats the last row and drops its results).
+// The GEMV path reads kGemvRows rows per pass, each row's next gemv_chunk(T) super-blocks in one
+// contiguous run (rows one after the other, so the weights stream in address order, which the
+// hardware prefetchers follow: visiting the rows block by block, interleaved, ran 3x slower
+// from DRAM). Each (row, super-block, token) leaves one 8-lane int32 vector in a chunk buffer on
+// the stack (<= 16 KiB); then, block by block in column order, the 8 rows' vectors of a token are
+// reduced into one vector (lane r = row r's exact sum S) and the token's float chain takes its
+// canonical fma; the T tokens' chains are independent (ILP).
+constexpr int kGemvRows = 8;
+// Software prefetch distance of the GEMV weight stream (bytes ahead of the block being decoded,
+// about 4 rows of n = 2048): the best of 0 .. 8192 for the single-thread DRAM rate on Zen 4
+// (~+15%; prefetches never fault, so reaching past the tile's last row is harmless).
+constexpr size_t kGemvPrefetchBytes = 4096;
+constexpr int gemv_chunk(int t) { return std::min(16, 16384 / (kGemvRows * t * 32)); }
+
+// y for T tokens (prepared in act, act_stride bytes apart; ad[b * kMaxTokens + t] = token t's
+// a.d) × all rows, kGemvRows rows at a time (a tail group repeats the last row and drops its
+// results).
 template <Iq4Kind K, int T>
 void gemv_rows(const GemmArgs& g, const uint8_t* act, size_t act_stride, const float* ad, float* y) {
-  constexpr int R = gemv_rows_per_pass(T);
+  constexpr int R = kGemvRows;
+  constexpr int C = gemv_chunk(T);
   const int64_t nb = g.n / kSuperBlock;
   const __m512i base = table_u8();
+  const __m512i m4 = _mm512_set1_epi8(0x0f);
   for (int64_t r0 = 0; r0 < g.nr; r0 += R) {
     const uint8_t* rows[R];
     for (int r = 0; r < R; ++r) rows[r] = g.w + std::min<int64_t>(r0 + r, g.nr - 1) * g.w_stride;
-    __m256 facc = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b) {
-      __m256i ysum[R * T];
-      uint64_t d16[2] = {0, 0};  // IQ4_XS: fp16 d of lane i in bits 16 (i % 4) of d16[i / 4]
+    __m256 facc[T];
 #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) facc[t] = _mm256_setzero_ps();
+    for (int64_t b0 = 0; b0 < nb; b0 += C) {
+      const int nc = int(std::min<int64_t>(C, nb - b0));
+      __m256i z[C][T][R];              // z[c][t][r]: lanes summing to S of row r, block b0 + c
+      alignas(16) uint16_t d16[C][R];  // IQ4_XS: fp16 d of row r, block b0 + c
       for (int r = 0; r < R; ++r) {
-        const uint8_t* blk = rows[r] + iquants::row_meta_bytes(K) + b * kBlockBytes;
-        __m512i w[4], ls0, ls1;
-        lookup<K>(blk, base, w);
-        lane_scales<K>(scale_bytes<K>(blk), &ls0, &ls1);
+        const uint8_t* blk = rows[r] + iquants::row_meta_bytes(K) + b0 * kBlockBytes;
+        for (int c = 0; c < nc; ++c, blk += kBlockBytes) {
+          const uint8_t* at = act + (b0 + c) * kGemvActBytes;
+          _mm_prefetch(reinterpret_cast<const char*>(blk + kGemvPrefetchBytes), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(blk + kGemvPrefetchBytes + 64), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(blk + kGemvPrefetchBytes + 128), _MM_HINT_T0);
+          __m512i p0, p1;
+          gemv_split(blk, &p0, &p1);
+          const __m512i w0 = _mm512_shuffle_epi8(base, _mm512_and_si512(p0, m4));
+          const __m512i w1 = _mm512_shuffle_epi8(base, _mm512_and_si512(_mm512_srli_epi16(p0, 4), m4));
+          const __m512i w2 = _mm512_shuffle_epi8(base, _mm512_and_si512(p1, m4));
+          const __m512i w3 = _mm512_shuffle_epi8(base, _mm512_and_si512(_mm512_srli_epi16(p1, 4), m4));
+          const __m512i ls = pair_scales<K>(scale_bytes<K>(blk));
+          const __mmask16 kinit = init_dwords<K>(blk);
+          if constexpr (K == Iq4Kind::kXs) d16[c][r] = iquants::load_u16(blk);
+#pragma GCC unroll 8
+          for (int t = 0; t < T; ++t) {
+            __m512i acc = _mm512_maskz_loadu_epi32(kinit, at + t * act_stride + 256);
+            acc = _mm512_dpbusd_epi32(acc, w0, _mm512_load_si512(at + t * act_stride));
+            acc = _mm512_dpbusd_epi32(acc, w1, _mm512_load_si512(at + t * act_stride + 64));
+            acc = _mm512_dpbusd_epi32(acc, w2, _mm512_load_si512(at + t * act_stride + 128));
+            acc = _mm512_dpbusd_epi32(acc, w3, _mm512_load_si512(at + t * act_stride + 192));
+            const __m512i x = _mm512_mullo_epi32(acc, ls);
+            z[c][t][r] = _mm256_add_epi32(_mm512_castsi512_si256(x), _mm512_extracti64x4_epi64(x, 1));
+          }
+        }
+      }
+      for (int c = 0; c < nc; ++c) {
+        __m256 dv = _mm256_setzero_ps();
         if constexpr (K == Iq4Kind::kXs) {
-          for (int t = 0; t < T; ++t)
-            d16[(r * T + t) / 4] |= uint64_t(iquants::load_u16(blk)) << (16 * ((r * T + t) % 4));
+          dv = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(d16[c])));
         }
 #pragma GCC unroll 8
         for (int t = 0; t < T; ++t) {
-          const uint8_t* at = act + t * act_stride + b * kGemvActBytes;
-          __m512i acc0 = _mm512_dpbusd_epi32(_mm512_load_si512(at + 256), w[0], _mm512_load_si512(at));
-          acc0 = _mm512_dpbusd_epi32(acc0, w[1], _mm512_load_si512(at + 64));
-          __m512i acc1 = _mm512_dpbusd_epi32(_mm512_load_si512(at + 320), w[2], _mm512_load_si512(at + 128));
-          acc1 = _mm512_dpbusd_epi32(acc1, w[3], _mm512_load_si512(at + 192));
-          const __m512i x = _mm512_add_epi32(_mm512_mullo_epi32(acc0, ls0), _mm512_mullo_epi32(acc1, ls1));
-          ysum[r * T + t] = _mm256_add_epi32(_mm512_castsi512_si256(x), _mm512_extracti64x4_epi64(x, 1));
+          const __m256 sums = _mm256_cvtepi32_ps(hsum_lanes<R>(z[c][t]));
+          __m256 s = _mm256_set1_ps(ad[(b0 + c) * kMaxTokens + t]);
+          if constexpr (K == Iq4Kind::kXs) s = _mm256_mul_ps(dv, s);
+          facc[t] = _mm256_fmadd_ps(s, sums, facc[t]);
         }
       }
-      const __m256 sums = _mm256_cvtepi32_ps(hsum_lanes<R * T>(ysum));
-      __m256 s = _mm256_load_ps(ad + b * kMaxTokens);
-      if constexpr (K == Iq4Kind::kXs) {
-        s = _mm256_mul_ps(_mm256_cvtph_ps(_mm_set_epi64x(int64_t(d16[1]), int64_t(d16[0]))), s);
-      }
-      facc = _mm256_fmadd_ps(s, sums, facc);
     }
     if constexpr (K == Iq4Kind::kKs) {
       alignas(32) float d_row[8] = {};
-      for (int r = 0; r < R; ++r) {
-        for (int t = 0; t < T; ++t) d_row[r * T + t] = iquants::load_f32(rows[r]);
-      }
-      facc = _mm256_mul_ps(_mm256_load_ps(d_row), facc);
+      for (int r = 0; r < R; ++r) d_row[r] = iquants::load_f32(rows[r]);
+      const __m256 dr = _mm256_load_ps(d_row);
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) facc[t] = _mm256_mul_ps(dr, facc[t]);
     }
-    alignas(32) float out[8];
-    _mm256_store_ps(out, facc);
-    for (int r = 0; r < R && r0 + r < g.nr; ++r) {
-      for (int t = 0; t < T; ++t) y[t * g.ldy + r0 + r] = out[r * T + t];
+    const int rows_out = int(std::min<int64_t>(R, g.nr - r0));
+    for (int t = 0; t < T; ++t) {
+      alignas(32) float out[8];
+      _mm256_store_ps(out, facc[t]);
+      for (int r = 0; r < rows_out; ++r) y[t * g.ldy + r0 + r] = out[r];
     }
   }
 }
 
 template <Iq4Kind K, int T>
 void gemv_pass(const GemmArgs& g, int64_t t0) {
-  constexpr int R = gemv_rows_per_pass(T);
   const int64_t nb = g.n / kSuperBlock;
   const size_t act_stride = size_t(nb) * kGemvActBytes;
   uint8_t* act = g.scratch;
   auto* ad = reinterpret_cast<float*>(act + kMaxTokens * act_stride);
-  for (int t = 0; t < T; ++t) prep_gemv_act(g.a + (t0 + t) * g.a_stride, nb, act + t * act_stride);
-  for (int64_t b = 0; b < nb; ++b) {
-    for (int i = 0; i < kMaxTokens; ++i) {
-      const auto* a_row = reinterpret_cast<const BlockQ8K*>(g.a + (t0 + i % T) * g.a_stride);
-      ad[b * kMaxTokens + i] = i < R * T ? a_row[b].d : 0.0f;
+  for (int t = 0; t < T; ++t) {
+    const uint8_t* a_row = g.a + (t0 + t) * g.a_stride;
+    prep_gemv_act(a_row, nb, act + t * act_stride);
+    for (int64_t b = 0; b < nb; ++b) {
+      ad[b * kMaxTokens + t] = reinterpret_cast<const BlockQ8K*>(a_row + b * sizeof(BlockQ8K))->d;
     }
   }
   gemv_rows<K, T>(g, act, act_stride, ad, g.y + t0 * g.ldy);
@@ -491,7 +531,7 @@ void gemm_unpacked(const GemmArgs& g) {
   }
 }
 
-// Scratch of the GEMV path: kMaxTokens × 1.5 n + 32 nb bytes.
+// Scratch of the GEMV path: kMaxTokens × 1.25 n + 32 nb bytes (the prepared activations, a.d).
 template <Iq4Kind K>
 void gemv(const GemmArgs& g) {
   for (int64_t t0 = 0; t0 < g.nt; t0 += pass_tokens(g.nt, t0)) {

@@ -7,11 +7,13 @@
 // (|Σ u·a| <= 255·128·32).
 //
 // Two paths that give the same bits (both follow the canonical per-block formula):
-//  - GEMV (nt <= kGemvMaxTokens), straight from the weight rows, 16 rows per pass. Q8_0: a zmm
-//    holds the 32 u8 of two rows, and eight vpdpbusd results reduce to one i32 lane per row.
-//    4-bit: a zmm holds the 16 packed bytes of four rows; low nibbles dot activations 0..15 and
-//    high nibbles 16..31 (the order of a block's products does not change its sum), so the
-//    reduction is a 4×4 transpose-add.
+//  - GEMV (nt <= kGemvMaxTokens), straight from the weight rows, 8 rows per pass, each row read
+//    whole (up to 64 blocks per visit) so the weights stream in address order; per row and 16
+//    blocks one vector pass gives the 16 exact block sums (Q8_0: a zmm holds two blocks' u8,
+//    eight vpdpbusd results transpose-add to one i32 lane per block; 4-bit: a ymm holds two
+//    blocks' packed bytes, low nibbles dot activations 0..15 and high nibbles 16..31 — the order
+//    of a block's products does not change its sum), then an 8×16 transpose turns them into one
+//    vector per block (lane = row) for the canonical float chains. Details above gemv().
 //  - GEMM: the tile is unpacked ONCE into scratch, 16 rows per group; per group and block,
 //    576 bytes: 8 chunks of 64 bytes (chunk k = elements 4k..4k+3 of rows 0..15: byte 4·r + e is
 //    u of element 4k + e of row r), then the 16 rows' scales as f32. The activations of up to
@@ -84,11 +86,6 @@ inline __m256i q8_u8(const uint8_t* blk) {
   return _mm256_xor_si256(load256(blk + lg::kQsOffset), _mm256_set1_epi8(static_cast<char>(0x80)));
 }
 
-// Q8_0: unsigned weights of two rows' blocks, row a in bytes 0..31, row b in bytes 32..63.
-inline __m512i q8_pair_u8(const uint8_t* blk_a, const uint8_t* blk_b) {
-  return _mm512_inserti64x4(_mm512_castsi256_si512(q8_u8(blk_a)), q8_u8(blk_b), 1);
-}
-
 // Row pointers of a 16-row group starting at r0 (rows past nr repeat row nr - 1) and the mask
 // of the rows to store.
 struct RowGroup {
@@ -151,93 +148,269 @@ inline __m512i reduce16(const __m512i p[8]) {
 }
 
 // ---- GEMV: nt <= kGemvMaxTokens, straight from the rows ------------------------------------------
+//
+// Memory order matters more than instruction count here: the rows are read one after another in
+// runs of up to kGemvChunk blocks (a whole 2048-wide row), kGemvRows rows per pass, so the weights
+// stream in address order (16 rows interleaved block by block reached about half the DRAM rate;
+// visits of 32 blocks per row, a third). Per row and sub-chunk of 16 blocks, one vector pass
+// stores the 16 exact block sums float(S_b) ([row][block]) and the blocks' fp16 scales (scalar
+// stores, [block][row]: cheaper than inserts or gathers) to a small stack buffer (GemvSums). Then
+// per sub-chunk the sums of the pass's 8 rows are transposed to one vector per block (lane =
+// row) and the canonical chain acc = fmaf(fp16(w.d) * a.d, float(S_b), acc) runs block by block
+// in column order, 8 rows × T chains at once. The chunk's activations are repacked once per
+// chunk for all rows of the tile (GemvAct). Measured and rejected: software prefetch (any
+// distance), software-pipelining the chains into the next pass, chunks of 32 or 128 blocks, 16
+// rows per pass (all of them enlarge the stack buffers or break the runs; from DRAM the bigger
+// L1 footprint cost 15-25%).
+inline constexpr int kGemvRows = 8;
+inline constexpr int64_t kGemvSub = 16;  // blocks per vector pass: one zmm of block sums
+inline constexpr int kGemvSubs = 4;
+inline constexpr int64_t kGemvChunk = kGemvSub * kGemvSubs;
 
-template <int NT>
-void gemv_q8_0(const GemmArgs& g) {
-  constexpr size_t bs = lg::kQ8_0BlockBytes;
-  const int64_t nb = g.n / 32;
-  for (int64_t r0 = 0; r0 < g.nr; r0 += kGroupRows) {
-    const RowGroup rg = row_group(g, r0);
-    __m512 acc[NT];
-#pragma GCC unroll 16
-    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b) {
-      const size_t off = size_t(b) * bs;
-      __m512i wv[8];
-#pragma GCC unroll 16
-      for (int j = 0; j < 4; ++j) wv[j] = q8_pair_u8(rg.rows[j] + off, rg.rows[j + 4] + off);
-#pragma GCC unroll 16
-      for (int j = 4; j < 8; ++j) wv[j] = q8_pair_u8(rg.rows[j + 4] + off, rg.rows[j + 8] + off);
-      const __m512 ws = scales16(rg, size_t(b) * bs);
-#pragma GCC unroll 16
-      for (int t = 0; t < NT; ++t) {
-        const uint8_t* ab = g.a + size_t(t) * g.a_stride + size_t(b) * lg::kActBlockBytes;
-        const __m512i av = _mm512_broadcast_i64x4(load256(ab + lg::kActQs));
-        __m512i p[8];
-#pragma GCC unroll 16
-        for (int j = 0; j < 8; ++j) p[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[j], av);
-        const __m512i s =
-            _mm512_sub_epi32(reduce16(p), _mm512_set1_epi32(kOffset<Kind::kQ8_0> * load_i32(ab + lg::kActS)));
-        const __m512 sc = _mm512_mul_ps(ws, _mm512_set1_ps(load_f32(ab + lg::kActD)));
-        acc[t] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(s), acc[t]);
+// Activations of one chunk for T tokens. qs[t][s][j] (64 bytes) for sub-chunk s: Q8_0, the 32 qs
+// of blocks pair_lo(j) (bytes 0..31) and pair_lo(j) + 4 (bytes 32..63); 4-bit, qs[0..15] of
+// those two blocks (bytes 0..15, 16..31) and their qs[16..31] (bytes 32..47, 48..63).
+// corr = offset · a.s, d = a.d per block of the chunk. Block indices past the row repeat the last
+// block (their sums are computed and never used).
+template <int T>
+struct GemvAct {
+  alignas(64) uint8_t qs[T][kGemvSubs][8][64];
+  alignas(64) int32_t corr[T][kGemvChunk];
+  alignas(64) float d[T][kGemvChunk];
+};
+
+// The weight scales (fp16, [block][row], written by scalar stores: no shuffles) and per token
+// float(S_b) ([row][block], transposed by the chain) of the pass's rows over the chunk.
+template <int T>
+struct GemvSums {
+  alignas(64) uint16_t wd[kGemvChunk][kGemvRows];
+  alignas(64) float sf[T][kGemvRows][kGemvChunk];
+};
+
+// Vector j of a sub-chunk holds blocks pair_lo(j) and pair_lo(j) + 4: the order reduce16 (Q8_0)
+// and the two 4-vector transpose-adds (4-bit) turn into block order.
+constexpr int pair_lo(int j) { return j < 4 ? j : j + 4; }
+
+template <bool kFull>
+inline int64_t blk(int64_t b0, int i, int64_t nb) {
+  return kFull ? b0 + i : std::min<int64_t>(b0 + i, nb - 1);
+}
+
+template <Kind K, int T>
+void pack_gemv_act(const GemmArgs& g, int64_t c0, int64_t nc, int64_t nb, GemvAct<T>& act) {
+  const int nsub = static_cast<int>((nc + kGemvSub - 1) / kGemvSub);
+#pragma GCC unroll 2
+  for (int t = 0; t < T; ++t) {
+    const uint8_t* a = g.a + size_t(t) * g.a_stride + lg::kActQs;
+    for (int s = 0; s < nsub; ++s) {
+      const int64_t b0 = c0 + kGemvSub * s;
+      if constexpr (K == Kind::kQ8_0) {
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; ++j) {
+          const int64_t lo = blk<false>(b0, pair_lo(j), nb), hi = blk<false>(b0, pair_lo(j) + 4, nb);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(act.qs[t][s][j]), load256(a + size_t(lo) * lg::kActBlockBytes));
+          _mm256_store_si256(reinterpret_cast<__m256i*>(act.qs[t][s][j] + 32),
+                             load256(a + size_t(hi) * lg::kActBlockBytes));
+        }
+      } else {
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; ++j) {
+          const uint8_t* qa = a + size_t(blk<false>(b0, pair_lo(j), nb)) * lg::kActBlockBytes;
+          const uint8_t* qb = a + size_t(blk<false>(b0, pair_lo(j) + 4, nb)) * lg::kActBlockBytes;
+          uint8_t* dst = act.qs[t][s][j];
+          _mm_store_si128(reinterpret_cast<__m128i*>(dst), load128(qa));
+          _mm_store_si128(reinterpret_cast<__m128i*>(dst + 16), load128(qb));
+          _mm_store_si128(reinterpret_cast<__m128i*>(dst + 32), load128(qa + 16));
+          _mm_store_si128(reinterpret_cast<__m128i*>(dst + 48), load128(qb + 16));
+        }
       }
     }
-#pragma GCC unroll 16
-    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(g.y + t * g.ldy + r0, rg.mask, acc[t]);
+    const uint8_t* ab = g.a + size_t(t) * g.a_stride;
+    for (int64_t c = 0; c < nsub * kGemvSub; ++c) {
+      const uint8_t* blk_a = ab + size_t(blk<false>(c0, static_cast<int>(c), nb)) * lg::kActBlockBytes;
+      act.corr[t][c] = kOffset<K> * load_i32(blk_a + lg::kActS);
+      act.d[t][c] = load_f32(blk_a + lg::kActD);
+    }
   }
 }
 
-// 4-bit types: a zmm holds the 16 packed bytes of four rows (lane L = row 4L + j for p[j]); the
-// low nibbles dot the activations 0..15 and the high nibbles 16..31 (element order inside a
-// block does not matter to its sum), so each row's 4 partial sums stay in its own lane.
-template <Kind K, int NT>
-void gemv4(const GemmArgs& g) {
+// Row k of the pass, sub-chunk s (blocks b0 = c0 + 16 s .., chunk position cs = 16 s): the 16
+// blocks' fp16 scales into sums.wd[cs + i][k] and float(S_b) into sums.sf[t][k][cs + i].
+template <Kind K, int T, bool kFull>
+inline void gemv_row_sub(const uint8_t* row, int64_t b0, int64_t nb, const GemvAct<T>& act, int s, int k,
+                         GemvSums<T>& sums) {
   constexpr size_t bs = kBlockBytes<K>;
-  const int64_t nb = g.n / 32;
-  const __m512i nib = _mm512_set1_epi8(0x0F);
-  const __m512i table = _mm512_broadcast_i32x4(load128(kIq4nlU8.v));
-  for (int64_t r0 = 0; r0 < g.nr; r0 += kGroupRows) {
-    const RowGroup rg = row_group(g, r0);
-    __m512 acc[NT];
+  const int64_t cs = kGemvSub * s;
 #pragma GCC unroll 16
-    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b) {
-      const size_t off = size_t(b) * bs + lg::kQsOffset;
-      __m512i lo[4], hi[4];
-#pragma GCC unroll 16
-      for (int j = 0; j < 4; ++j) {
-        __m512i v = _mm512_castsi128_si512(load128(rg.rows[j] + off));
-        v = _mm512_inserti32x4(v, load128(rg.rows[4 + j] + off), 1);
-        v = _mm512_inserti32x4(v, load128(rg.rows[8 + j] + off), 2);
-        v = _mm512_inserti32x4(v, load128(rg.rows[12 + j] + off), 3);
-        lo[j] = _mm512_and_si512(v, nib);
-        hi[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
-        if constexpr (K == Kind::kIq4Nl) {
-          lo[j] = _mm512_shuffle_epi8(table, lo[j]);
-          hi[j] = _mm512_shuffle_epi8(table, hi[j]);
-        }
+  for (int i = 0; i < 16; ++i) {
+    sums.wd[cs + i][k] = static_cast<uint16_t>(load_u16(row + size_t(blk<kFull>(b0, i, nb)) * bs));
+  }
+  if constexpr (K == Kind::kQ8_0) {
+    __m512i w[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+      // Masked broadcast: load + blend, no shuffle-port insert.
+      const __m512i v = _mm512_mask_broadcast_i64x4(
+          _mm512_broadcast_i64x4(load256(row + size_t(blk<kFull>(b0, pair_lo(j), nb)) * bs + lg::kQsOffset)), 0xF0,
+          load256(row + size_t(blk<kFull>(b0, pair_lo(j) + 4, nb)) * bs + lg::kQsOffset));
+      w[j] = _mm512_xor_si512(v, _mm512_set1_epi8(static_cast<char>(0x80)));
+    }
+#pragma GCC unroll 2
+    for (int t = 0; t < T; ++t) {
+      __m512i p[8];
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) {
+        p[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[j], _mm512_load_si512(act.qs[t][s][j]));
       }
-      const __m512 ws = scales16(rg, size_t(b) * bs);
-#pragma GCC unroll 16
-      for (int t = 0; t < NT; ++t) {
-        const uint8_t* ab = g.a + size_t(t) * g.a_stride + size_t(b) * lg::kActBlockBytes;
-        const __m512i a_lo = _mm512_broadcast_i32x4(load128(ab + lg::kActQs));
-        const __m512i a_hi = _mm512_broadcast_i32x4(load128(ab + lg::kActQs + 16));
-        __m512i p[4];
-#pragma GCC unroll 16
-        for (int j = 0; j < 4; ++j) {
-          p[j] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[j], a_lo), hi[j], a_hi);
-        }
-        const __m512i t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(p[0], p[1]), _mm512_unpackhi_epi32(p[0], p[1]));
-        const __m512i t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(p[2], p[3]), _mm512_unpackhi_epi32(p[2], p[3]));
-        const __m512i sum = _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
-        const __m512i s = _mm512_sub_epi32(sum, _mm512_set1_epi32(kOffset<K> * load_i32(ab + lg::kActS)));
-        const __m512 sc = _mm512_mul_ps(ws, _mm512_set1_ps(load_f32(ab + lg::kActD)));
-        acc[t] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(s), acc[t]);
+      const __m512i sum = _mm512_sub_epi32(reduce16(p), _mm512_load_si512(act.corr[t] + cs));
+      _mm512_store_ps(sums.sf[t][k] + cs, _mm512_cvtepi32_ps(sum));
+    }
+  } else {
+    // 4-bit: ymm j holds the 16 packed bytes of blocks pair_lo(j) (low lane) and pair_lo(j) + 4
+    // (ymm rather than zmm: a 128-bit insert costs Zen 4 one 256-bit slot, a zmm blend two).
+    const __m256i nib = _mm256_set1_epi8(0x0F);
+    __m256i lo[8], hi[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+      const uint8_t* q = row + lg::kQsOffset;
+      const __m256i v =
+          _mm256_inserti128_si256(_mm256_castsi128_si256(load128(q + size_t(blk<kFull>(b0, pair_lo(j), nb)) * bs)),
+                                  load128(q + size_t(blk<kFull>(b0, pair_lo(j) + 4, nb)) * bs), 1);
+      lo[j] = _mm256_and_si256(v, nib);
+      hi[j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), nib);
+      if constexpr (K == Kind::kIq4Nl) {
+        const __m256i table = _mm256_broadcastsi128_si256(load128(kIq4nlU8.v));
+        lo[j] = _mm256_shuffle_epi8(table, lo[j]);
+        hi[j] = _mm256_shuffle_epi8(table, hi[j]);
       }
     }
+#pragma GCC unroll 2
+    for (int t = 0; t < T; ++t) {
+      __m256i p[8];
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) {
+        const uint8_t* aq = act.qs[t][s][j];
+        p[j] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), lo[j], load256(aq)), hi[j],
+                                   load256(aq + 32));
+      }
+      // Transpose-add per 4 vectors: 128-bit lane h, element j = block sum of p[j]'s lane h, so
+      // p[0..3] give blocks 0..7 and p[4..7] blocks 8..15 in order.
+      const auto tadd = [](const __m256i* q4) {
+        const __m256i t0 = _mm256_add_epi32(_mm256_unpacklo_epi32(q4[0], q4[1]), _mm256_unpackhi_epi32(q4[0], q4[1]));
+        const __m256i t1 = _mm256_add_epi32(_mm256_unpacklo_epi32(q4[2], q4[3]), _mm256_unpackhi_epi32(q4[2], q4[3]));
+        return _mm256_add_epi32(_mm256_unpacklo_epi64(t0, t1), _mm256_unpackhi_epi64(t0, t1));
+      };
+      const __m512i sum = _mm512_inserti64x4(_mm512_castsi256_si512(tadd(p)), tadd(p + 4), 1);
+      _mm512_store_ps(sums.sf[t][k] + cs,
+                      _mm512_cvtepi32_ps(_mm512_sub_epi32(sum, _mm512_load_si512(act.corr[t] + cs))));
+    }
+  }
+}
+
+// 8×16 transpose: o[c] lane r = v[r] lane c.
+[[gnu::always_inline]] inline void transpose8x16(const __m512 v[8], __m256 o[16]) {
+  __m512 t[8];
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+  }
+  const auto lo = [](__m512 x, __m512 y) {
+    return _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(x), _mm512_castps_pd(y)));
+  };
+  const auto hi = [](__m512 x, __m512 y) {
+    return _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(x), _mm512_castps_pd(y)));
+  };
+  // u[4i + j], 128-bit lane L: rows 4i..4i+3 of element 4L + j.
+  __m512 u[8];
+#pragma GCC unroll 2
+  for (int i = 0; i < 2; ++i) {
+    u[4 * i + 0] = lo(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 1] = hi(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 2] = lo(t[4 * i + 1], t[4 * i + 3]);
+    u[4 * i + 3] = hi(t[4 * i + 1], t[4 * i + 3]);
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    // (u[j].L0, u[4+j].L0, u[j].L1, u[4+j].L1): elements j and 4 + j; likewise L2, L3.
+    const __m512 x = _mm512_shuffle_f32x4(u[j], u[4 + j], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512 y = _mm512_shuffle_f32x4(u[j], u[4 + j], _MM_SHUFFLE(3, 2, 3, 2));
+    const __m512 xs = _mm512_shuffle_f32x4(x, x, _MM_SHUFFLE(3, 1, 2, 0));
+    const __m512 ys = _mm512_shuffle_f32x4(y, y, _MM_SHUFFLE(3, 1, 2, 0));
+    o[j] = _mm512_castps512_ps256(xs);
+    o[4 + j] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(xs), 1));
+    o[8 + j] = _mm512_castps512_ps256(ys);
+    o[12 + j] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(ys), 1));
+  }
+}
+
+// The float chains of sub-chunk s for the pass's 8 rows (acc[t] lane k = row k): the rows'
+// float(S_b) are transposed to one vector per block, s_b = fp16(w.d) * a.d is formed per block
+// from wd, then acc = fmaf(s_b, float(S_b), acc) for the blocks in column order (c < nc).
+template <int T, bool kFull>
+inline void gemv_chain(const GemvSums<T>& sums, const float* const ad[T], int s, int64_t nc, __m256 acc[T]) {
+  static_assert(kGemvRows == 8);
+  const int64_t cs = kGemvSub * s;
+#pragma GCC unroll 2
+  for (int t = 0; t < T; ++t) {
+    __m512 v[8];
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) v[k] = _mm512_load_ps(sums.sf[t][k] + cs);
+    __m256 o[16];
+    transpose8x16(v, o);
+    __m256 a = acc[t];
 #pragma GCC unroll 16
-    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(g.y + t * g.ldy + r0, rg.mask, acc[t]);
+    for (int c = 0; c < 16; ++c) {
+      if (!kFull && cs + c >= nc) break;
+      const __m256 wd = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(sums.wd[cs + c])));
+      a = _mm256_fmadd_ps(_mm256_mul_ps(wd, _mm256_set1_ps(ad[t][cs + c])), o[c], a);
+    }
+    acc[t] = a;
+  }
+}
+
+template <Kind K, int T>
+void gemv(const GemmArgs& g) {
+  const int64_t nb = g.n / 32;
+  GemvAct<T> act;
+  GemvSums<T> sums;
+  alignas(64) float accs[T][kGemmMaxTileRows + kGemvRows] = {};  // +0: the chains' start
+  for (int64_t c0 = 0; c0 < nb; c0 += kGemvChunk) {
+    const int64_t nc = std::min(kGemvChunk, nb - c0);
+    const int nsub = static_cast<int>((nc + kGemvSub - 1) / kGemvSub);
+    pack_gemv_act<K, T>(g, c0, nc, nb, act);
+    for (int64_t r0 = 0; r0 < g.nr; r0 += kGemvRows) {
+      for (int k = 0; k < kGemvRows; ++k) {
+        const uint8_t* row = g.w + size_t(std::min<int64_t>(r0 + k, g.nr - 1)) * g.w_stride;
+        for (int s = 0; s < nsub; ++s) {
+          const int64_t b0 = c0 + kGemvSub * s;
+          if (b0 + kGemvSub <= nb) {
+            gemv_row_sub<K, T, true>(row, b0, nb, act, s, k, sums);
+          } else {
+            gemv_row_sub<K, T, false>(row, b0, nb, act, s, k, sums);
+          }
+        }
+      }
+      __m256 acc[T];
+      const float* ad[T];
+#pragma GCC unroll 2
+      for (int t = 0; t < T; ++t) {
+        acc[t] = _mm256_load_ps(accs[t] + r0);
+        ad[t] = act.d[t];
+      }
+      for (int s = 0; s < nsub; ++s) {
+        if (kGemvSub * (s + 1) <= nc) {
+          gemv_chain<T, true>(sums, ad, s, nc, acc);
+        } else {
+          gemv_chain<T, false>(sums, ad, s, nc, acc);
+        }
+      }
+#pragma GCC unroll 2
+      for (int t = 0; t < T; ++t) _mm256_store_ps(accs[t] + r0, acc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) {
+    for (int64_t r = 0; r < g.nr; ++r) g.y[t * g.ldy + r] = accs[t][r];
   }
 }
 
@@ -411,13 +584,8 @@ void gemm_tiled(const GemmArgs& g) {
 template <Kind K>
 void gemm_legacy(const GemmArgs& g) {
   if (g.nr <= 0 || g.nt <= 0) return;
-  if constexpr (K == Kind::kQ8_0) {
-    if (g.nt == 1) return gemv_q8_0<1>(g);
-    if (g.nt <= kGemvMaxTokens) return gemv_q8_0<2>(g);
-  } else {
-    if (g.nt == 1) return gemv4<K, 1>(g);
-    if (g.nt <= kGemvMaxTokens) return gemv4<K, 2>(g);
-  }
+  if (g.nt == 1) return gemv<K, 1>(g);
+  if (g.nt <= kGemvMaxTokens) return gemv<K, 2>(g);
   gemm_tiled<K>(g);
 }
 
