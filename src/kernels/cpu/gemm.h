@@ -70,7 +70,7 @@ struct BlockQ8K {
   int8_t qs[256];
   int16_t bsums[16];
 };
-static_assert(sizeof(BlockQ8K) == 296);
+static_assert(sizeof(BlockQ8K) == 296);  // == quant::kq::BlockQ8K (GGML_TYPE_Q8_K), field for field
 
 // Block of an activation format (1 for the float formats) and bytes of a row of n values.
 int64_t act_block(ActType a);

@@ -5,6 +5,7 @@
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/quant/fp16.h"
+#include "kernels/quant/quant.h"
 
 namespace expertmesh::cpu {
 
@@ -64,28 +65,6 @@ void quantize_q8a32(const float* x, BlockQ8a32* y, int64_t n) {
   }
 }
 
-void quantize_q8k(const float* x, BlockQ8K* y, int64_t n) {
-  for (int64_t b = 0; b < n / 256; ++b, x += 256) {
-    float amax = 0;
-    for (int j = 0; j < 256; ++j) amax = std::max(amax, std::fabs(x[j]));
-    const float d = amax / 127.f;
-    const float id = amax != 0 ? 127.f / amax : 0.f;
-    int total = 0;
-    for (int g = 0; g < 16; ++g) {
-      int bsum = 0;
-      for (int l = 0; l < 16; ++l) {
-        const int v = static_cast<int>(std::nearbyint(id * x[16 * g + l]));
-        y[b].qs[16 * g + l] = static_cast<int8_t>(std::clamp(v, -128, 127));
-        bsum += y[b].qs[16 * g + l];
-      }
-      y[b].bsums[g] = static_cast<int16_t>(bsum);
-      total += bsum;
-    }
-    y[b].d = d;
-    y[b].sum = d * static_cast<float>(total);
-  }
-}
-
 }  // namespace
 
 void quantize_act_ref(ActType a, const float* x, void* out, int64_t n) {
@@ -107,7 +86,9 @@ void quantize_act_ref(ActType a, const float* x, void* out, int64_t n) {
       quantize_q8a32(x, static_cast<BlockQ8a32*>(out), n);
       return;
     case ActType::kQ8K:
-      quantize_q8k(x, static_cast<BlockQ8K*>(out), n);
+      // The quant library's Q8_K (the peer's x86 iqk_quantize_row_q8_K): the same 296-byte
+      // block, so its reference quantizer is this format's definition.
+      quant::quant_fns(GgmlType::Q8_K).quantize(x, out, 1, n, nullptr);
       return;
     case ActType::kCount:
       return;

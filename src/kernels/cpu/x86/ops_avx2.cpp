@@ -22,24 +22,14 @@ inline VEC MUL(VEC a, VEC b) { return _mm256_mul_ps(a, b); }
 inline VEC MAX(VEC a, VEC b) { return _mm256_max_ps(a, b); }
 inline VEC FMA(VEC a, VEC b, VEC c) { return _mm256_fmadd_ps(a, b, c); }
 inline VEC DIV(VEC a, VEC b) { return _mm256_div_ps(a, b); }
-// exp(x) of every lane: Cephes' single-precision polynomial after range reduction by ln 2
-// (within 2 ulp of expf), 0 below -87, finite up to 88.
-inline VEC EXP(VEC x) {
-  x = _mm256_min_ps(x, SET1(88.0f));
-  const VEC n = _mm256_round_ps(MUL(x, SET1(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  VEC r = FMA(n, SET1(-0.693359375f), x);
-  r = FMA(n, SET1(2.12194440e-4f), r);
-  VEC p = SET1(1.9875691500e-4f);
-  p = FMA(p, r, SET1(1.3981999507e-3f));
-  p = FMA(p, r, SET1(8.3334519073e-3f));
-  p = FMA(p, r, SET1(4.1665795894e-2f));
-  p = FMA(p, r, SET1(1.6666665459e-1f));
-  p = FMA(p, r, SET1(5.0000001201e-1f));
-  const VEC y = ADD(FMA(p, MUL(r, r), r), SET1(1.0f));
-  const VEC scale =
-      _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
-  return _mm256_andnot_ps(_mm256_cmp_ps(x, SET1(-87.0f), _CMP_LT_OQ), MUL(y, scale));
+inline VEC MIN(VEC a, VEC b) { return _mm256_min_ps(a, b); }
+inline VEC ROUND(VEC x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+// 2^n for integral n in [-126, 127].
+inline VEC POW2(VEC n) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
 }
+// v where x >= lim, else 0 (NaN x keeps v).
+inline VEC ZERO_BELOW(VEC x, float lim, VEC v) { return _mm256_andnot_ps(_mm256_cmp_ps(x, SET1(lim), _CMP_LT_OQ), v); }
 inline float HSUM(VEC v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));

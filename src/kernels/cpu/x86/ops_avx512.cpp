@@ -26,23 +26,15 @@ inline VEC MUL(VEC a, VEC b) { return _mm512_mul_ps(a, b); }
 inline VEC MAX(VEC a, VEC b) { return _mm512_max_ps(a, b); }
 inline VEC FMA(VEC a, VEC b, VEC c) { return _mm512_fmadd_ps(a, b, c); }
 inline VEC DIV(VEC a, VEC b) { return _mm512_div_ps(a, b); }
-// exp(x) of every lane: Cephes' single-precision polynomial after range reduction by ln 2
-// (within 2 ulp of expf), 0 below -87, finite up to 88.
-inline VEC EXP(VEC x) {
-  x = _mm512_min_ps(x, SET1(88.0f));
-  const VEC n = _mm512_roundscale_ps(MUL(x, SET1(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  VEC r = FMA(n, SET1(-0.693359375f), x);
-  r = FMA(n, SET1(2.12194440e-4f), r);
-  VEC p = SET1(1.9875691500e-4f);
-  p = FMA(p, r, SET1(1.3981999507e-3f));
-  p = FMA(p, r, SET1(8.3334519073e-3f));
-  p = FMA(p, r, SET1(4.1665795894e-2f));
-  p = FMA(p, r, SET1(1.6666665459e-1f));
-  p = FMA(p, r, SET1(5.0000001201e-1f));
-  const VEC y = ADD(FMA(p, MUL(r, r), r), SET1(1.0f));
-  const VEC scale =
-      _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
-  return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, SET1(-87.0f), _CMP_GE_OQ), MUL(y, scale));
+inline VEC MIN(VEC a, VEC b) { return _mm512_min_ps(a, b); }
+inline VEC ROUND(VEC x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+// 2^n for integral n in [-126, 127].
+inline VEC POW2(VEC n) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
+}
+// v where x >= lim, else 0 (NaN x keeps v).
+inline VEC ZERO_BELOW(VEC x, float lim, VEC v) {
+  return _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(x, SET1(lim), _CMP_LT_OQ), _mm512_setzero_ps());
 }
 inline float HSUM(VEC v) { return _mm512_reduce_add_ps(v); }
 inline float HMAX(VEC v) { return _mm512_reduce_max_ps(v); }
