@@ -48,13 +48,8 @@ namespace {
 using cpu::FlashAttnArgs;
 using cpu::FlashAttnKernels;
 
-bool have_avx2() {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-}
-bool have_avx512() {
-  return have_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
-}
+bool have_avx2() { return cpu::cpu_supports(cpu::Isa::kAvx2); }
+bool have_avx512() { return cpu::cpu_supports(cpu::Isa::kAvx512); }
 
 // Every variant this CPU runs (the table is built per ISA directly, not via select_kernels).
 std::vector<const FlashAttnKernels*> variants() {

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/quant/fp16.h"
 #include "kernels/quant/quant.h"
@@ -27,20 +28,9 @@ using cpu::GemmFn;
 
 // The CPU checks of select.cpp (cpu_supports / cpu_supports_bf16), made here directly so the
 // test does not depend on the kernel selection.
-#if defined(__x86_64__) || defined(__i386__)
-bool have_avx2() {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-}
-bool have_avx512() {
-  return have_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
-}
-bool have_avx512bf16() { return have_avx512() && __builtin_cpu_supports("avx512bf16"); }
-#else
-bool have_avx2() { return false; }
-bool have_avx512() { return false; }
-bool have_avx512bf16() { return false; }
-#endif
+bool have_avx2() { return cpu::cpu_supports(cpu::Isa::kAvx2); }
+bool have_avx512() { return cpu::cpu_supports(cpu::Isa::kAvx512); }
+bool have_avx512bf16() { return cpu::cpu_supports_bf16(); }
 
 // One weight × activation combination of the family.
 struct Combo {

@@ -64,7 +64,8 @@ bool cpu_supports(Isa isa);
 bool cpu_supports_bf16();
 // The BF16 × BF16-activation kernel of an ISA (vdpbf16ps where the CPU has AVX512-BF16).
 GemmFn bf16_activation_kernel(Isa isa);
-// The quantized-matmul table of one ISA (built once, immutable).
+// The quantized-matmul table of one ISA (built once, on first use, immutable). REQUIRES
+// cpu_supports(isa): building a SIMD table runs that variant's code.
 const GemmTable& gemm_table(Isa isa);
 // The best variant this CPU runs (cpuid checked once per call; callers keep the result).
 // EXPERTMESH_ISA=scalar|avx2|avx512 caps the choice (for tests and bisecting).

@@ -32,42 +32,60 @@ bool cpu_supports_bf16() {
 #endif
 }
 
+namespace {
+
+// Each ISA's table starts from the reference entries, so a family without a SIMD variant still
+// has its exact integer kernel; the SIMD registrations then replace what they cover. Each table
+// is built on first use of ITS ISA only: the registration functions of a variant are compiled
+// with that ISA's flags and may not even run on a CPU without it.
+const GemmTable& ref_gemm_table() {
+  static const GemmTable t = [] {
+    GemmTable r{};
+    register_gemm_legacy_ref(r);
+    register_gemm_kquants_ref(r);
+    register_gemm_iquants_ref(r);
+    register_gemm_float_ref(r);
+    return r;
+  }();
+  return t;
+}
+
+const GemmTable& avx2_gemm_table() {
+  static const GemmTable t = [] {
+    GemmTable r = ref_gemm_table();
+    register_gemm_legacy_avx2(r);
+    register_gemm_kquants_avx2(r);
+    register_gemm_iquants_avx2(r);
+    register_gemm_float_avx2(r);
+    return r;
+  }();
+  return t;
+}
+
+const GemmTable& avx512_gemm_table() {
+  static const GemmTable t = [] {
+    GemmTable r = avx2_gemm_table();
+    register_gemm_legacy_avx512(r);
+    register_gemm_kquants_avx512(r);
+    register_gemm_iquants_avx512(r);
+    register_gemm_float_avx512(r);
+    return r;
+  }();
+  return t;
+}
+
+}  // namespace
+
 const GemmTable& gemm_table(Isa isa) {
-  // Each ISA's table starts from the reference entries, so a family without a SIMD variant
-  // still has its exact integer kernel; the SIMD registrations then replace what they cover.
-  static const GemmTable ref = [] {
-    GemmTable t{};
-    register_gemm_legacy_ref(t);
-    register_gemm_kquants_ref(t);
-    register_gemm_iquants_ref(t);
-    register_gemm_float_ref(t);
-    return t;
-  }();
-  static const GemmTable avx2 = [] {
-    GemmTable t = ref;
-    register_gemm_legacy_avx2(t);
-    register_gemm_kquants_avx2(t);
-    register_gemm_iquants_avx2(t);
-    register_gemm_float_avx2(t);
-    return t;
-  }();
-  static const GemmTable avx512 = [] {
-    GemmTable t = avx2;
-    register_gemm_legacy_avx512(t);
-    register_gemm_kquants_avx512(t);
-    register_gemm_iquants_avx512(t);
-    register_gemm_float_avx512(t);
-    return t;
-  }();
   switch (isa) {
     case Isa::kScalar:
-      return ref;
+      return ref_gemm_table();
     case Isa::kAvx2:
-      return avx2;
+      return avx2_gemm_table();
     case Isa::kAvx512:
-      return avx512;
+      return avx512_gemm_table();
   }
-  return ref;
+  return ref_gemm_table();
 }
 
 GemmFn bf16_activation_kernel(Isa isa) {
