@@ -261,25 +261,12 @@ Status matmul(const Weight& w, int64_t row0, int64_t nrows, Activations& x, floa
   if (nrows == 0 || n_tok == 0) return Status::Ok();
   const MatmulKernel mk = matmul_kernel(w.type, k);
   if (fast_usable(w, mk, c0, c1)) {
-    const uint8_t* a = x.quantized(mk.fast.act, k, pool);
-    const size_t rb = cpu::act_row_bytes(mk.fast.act, ne0);
+    x.quantized(mk.fast.act, k, pool);  // once, on the pool, before the tiles read it
     const Split s = split_for(nrows, n_tok, pool.size(), cpu::kGemmMaxTileRows);
-    const size_t scratch = cpu::gemm_scratch_bytes(ne0);
     pool.run(s.n_tasks(), [&](int64_t task, int thread) {
-      const int64_t ri = task % s.n_row_tiles, ti = task / s.n_row_tiles;
-      const int64_t r0 = ri * s.rows, t0 = ti * s.toks;
-      cpu::GemmArgs g;
-      g.n = ne0;
-      g.w = w.row(row0 + r0);
-      g.w_stride = size_t(w.row_bytes);
-      g.nr = std::min(s.rows, nrows - r0);
-      g.a = a + size_t(t0) * rb;
-      g.a_stride = rb;
-      g.nt = std::min(s.toks, n_tok - t0);
-      g.y = y + t0 * ldy + r0;
-      g.ldy = ldy;
-      g.scratch = pool.scratch(thread, scratch);
-      mk.fast.gemm(g);
+      const int64_t r0 = task % s.n_row_tiles * s.rows, t0 = task / s.n_row_tiles * s.toks;
+      matmul_tile(w, mk, x, row0 + r0, std::min(s.rows, nrows - r0), t0, std::min(s.toks, n_tok - t0), y + r0, ldy,
+                  pool, k, thread);
     });
     return Status::Ok();
   }

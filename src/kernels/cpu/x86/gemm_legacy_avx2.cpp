@@ -215,29 +215,6 @@ void gemm_legacy(const GemmArgs& g) {
 
 // ---- Q8a32 activation quantizer --------------------------------------------------------------------
 
-// m[j] are 8 lanes of block j's partial maxima; returns the 8 block maxima in block order.
-inline __m256 hmax8x8(const __m256 m[8]) {
-  __m256 a[4], v[2];
-#pragma GCC unroll 16
-  for (int i = 0; i < 4; ++i) {
-    a[i] = _mm256_max_ps(_mm256_unpacklo_ps(m[2 * i], m[2 * i + 1]), _mm256_unpackhi_ps(m[2 * i], m[2 * i + 1]));
-  }
-#pragma GCC unroll 16
-  for (int i = 0; i < 2; ++i) {
-    v[i] = _mm256_max_ps(_mm256_shuffle_ps(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                         _mm256_shuffle_ps(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-  }
-  return _mm256_max_ps(_mm256_permute2f128_ps(v[0], v[1], 0x20), _mm256_permute2f128_ps(v[0], v[1], 0x31));
-}
-
-// p[j] are 8 partial sums of block j; returns the 8 block sums in block order.
-inline __m256i hsum8x8(const __m256i p[8]) {
-  const __m256i h01 = _mm256_hadd_epi32(p[0], p[1]), h23 = _mm256_hadd_epi32(p[2], p[3]);
-  const __m256i h45 = _mm256_hadd_epi32(p[4], p[5]), h67 = _mm256_hadd_epi32(p[6], p[7]);
-  const __m256i q0 = _mm256_hadd_epi32(h01, h23), q1 = _mm256_hadd_epi32(h45, h67);
-  return _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20), _mm256_permute2x128_si256(q0, q1, 0x31));
-}
-
 // 8 blocks: 256 floats from x into 8 BlockQ8a32 at out.
 inline void quantize8(const float* x, uint8_t* out) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
@@ -250,7 +227,7 @@ inline void quantize8(const float* x, uint8_t* out) {
     for (int i = 0; i < 4; ++i) acc = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + 32 * j + 8 * i), abs_mask), acc);
     m[j] = acc;
   }
-  const __m256 q = _mm256_div_ps(hmax8x8(m), _mm256_set1_ps(127.0f));
+  const __m256 q = _mm256_div_ps(lg::hmax8x8(m), _mm256_set1_ps(127.0f));
   // bf16 round to nearest even (q >= 0, never NaN).
   __m256i u = _mm256_castps_si256(q);
   u = _mm256_add_epi32(
@@ -283,7 +260,7 @@ inline void quantize8(const float* x, uint8_t* out) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + lg::kActBlockBytes * j + lg::kActQs), qs);
     sums[j] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), qs), _mm256_set1_epi16(1));
   }
-  _mm256_store_si256(reinterpret_cast<__m256i*>(ss), hsum8x8(sums));
+  _mm256_store_si256(reinterpret_cast<__m256i*>(ss), lg::hsum8x8(sums));
 #pragma GCC unroll 16
   for (int j = 0; j < 8; ++j) {
     std::memcpy(out + lg::kActBlockBytes * j + lg::kActD, &ds[j], 4);
@@ -293,20 +270,7 @@ inline void quantize8(const float* x, uint8_t* out) {
 
 }  // namespace
 
-void quantize_act_q8a32_avx2(const float* x, void* out, int64_t n) {
-  auto* o = static_cast<uint8_t*>(out);
-  const int64_t nb = n / 32;
-  int64_t b = 0;
-  for (; b + 8 <= nb; b += 8) quantize8(x + 32 * b, o + lg::kActBlockBytes * size_t(b));
-  if (b < nb) {
-    alignas(32) float xs[256] = {};
-    alignas(32) uint8_t os[8 * lg::kActBlockBytes];
-    const int64_t rest = nb - b;
-    std::memcpy(xs, x + 32 * b, size_t(rest) * 32 * sizeof(float));
-    quantize8(xs, os);
-    std::memcpy(o + lg::kActBlockBytes * size_t(b), os, size_t(rest) * lg::kActBlockBytes);
-  }
-}
+void quantize_act_q8a32_avx2(const float* x, void* out, int64_t n) { lg::quantize_row_q8a32<quantize8>(x, out, n); }
 
 void register_gemm_legacy_avx2(GemmTable& t) {
   t[size_t(GgmlType::Q8_0)] = {ActType::kQ8a32, gemm_legacy<Kind::kQ8_0>};
