@@ -449,6 +449,7 @@ Status cmd_bench(RankContext& ctx, const std::vector<std::string>& args) {
   eo.n_threads = threads;
   if (compat.no_mmap) eo.weights = worker::WeightSource::kRead;
   eo.n_ctx = std::max<int64_t>(n_ctx, 1);
+  eo.n_batch_max = std::min(n_batch, n_ubatch);  // the forward batch of the prompt tests
   EM_ASSIGN_OR_RETURN(EngineSetup setup, setup_engine(ctx, std::move(model_owned), pf, eo));
   EM_RETURN_IF_ERROR(run_lockstep(ctx, setup, [&]() -> Status {
     BenchArgs a{model_path, tests,    std::min(n_batch, n_ubatch),

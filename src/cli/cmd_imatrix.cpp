@@ -93,6 +93,7 @@ Status cmd_imatrix(RankContext& ctx, const std::vector<std::string>& args) {
   eo.n_threads = threads;
   if (compat.no_mmap) eo.weights = worker::WeightSource::kRead;
   eo.n_ctx = geometry.n_ctx;
+  eo.n_batch_max = geometry.n_ubatch;
   EM_ASSIGN_OR_RETURN(EngineSetup setup, setup_engine(ctx, std::move(model), pf, eo));
   if (ctx.is_root()) {
     if (geometry.n_ctx != opt.n_ctx)

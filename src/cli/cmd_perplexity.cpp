@@ -70,6 +70,7 @@ Status cmd_perplexity(RankContext& ctx, const std::vector<std::string>& args) {
   eo.n_threads = threads;
   if (compat.no_mmap) eo.weights = worker::WeightSource::kRead;
   eo.n_ctx = opt.n_ctx;
+  eo.n_batch_max = std::min(opt.n_batch, opt.n_ctx);
   EM_ASSIGN_OR_RETURN(EngineSetup setup, setup_engine(ctx, std::move(model), pf, eo));
   int64_t n_tokens = 0;
   EM_RETURN_IF_ERROR(run_lockstep(ctx, setup, [&]() -> Status {

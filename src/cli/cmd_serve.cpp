@@ -299,6 +299,7 @@ Status cmd_serve(RankContext& ctx, const std::vector<std::string>& args) {
   if (compat.no_mmap) eo.weights = worker::WeightSource::kRead;
   eo.n_ctx = n_ctx_slot;
   eo.n_seq = f.n_parallel;
+  eo.n_batch_max = f.n_batch;
 
   srv::SchedulerOptions so;
   so.n_slots = static_cast<int32_t>(f.n_parallel);

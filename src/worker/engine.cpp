@@ -3,10 +3,12 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <bit>
 #include <numeric>
 
 #include "comm/topology.h"
 #include "model/archs/arch.h"
+#include "worker/heap_prime.h"
 #include "worker/matmul.h"
 
 namespace expertmesh::worker {
@@ -47,6 +49,7 @@ Result<std::unique_ptr<Engine>> Engine::create(const Model& model, RankPlan plan
       e->w_ = &e->store_->weights();
     }
   }
+  e->prime_for(opt.n_batch_max);
   return e;
 }
 
@@ -71,6 +74,18 @@ Engine::Engine(const Model& m, RankPlan plan, const EngineOptions& opt, KvCache 
       pool_(opt.n_threads, thread_pins(opt)),
       kv_(std::move(kv)) {
   if (opt.bf16_activations) k_.gemm_bf16_bf16act = cpu::bf16_activation_kernel(k_.isa);
+}
+
+// The first batch of a new size class makes its working memory resident (heap_prime.h): on a VM
+// the page faults of fresh buffers cost more than the compute of a 512-token prompt. Batches
+// below 32 tokens reuse what earlier ones left.
+void Engine::prime_for(int64_t n_tok) {
+  if (n_tok < 32) return;
+  const std::thread::id me = std::this_thread::get_id();
+  if (me == primed_thread_ && n_tok <= primed_tok_) return;
+  primed_tok_ = int64_t(std::bit_ceil(uint64_t(n_tok)));
+  primed_thread_ = me;
+  prime_heap(forward_bytes_per_token(model_.hparams()) * size_t(primed_tok_));
 }
 
 void Engine::set_cluster(comm::Cluster* c) {
@@ -194,6 +209,7 @@ Status Engine::step(std::span<const int32_t> tokens, std::span<const int32_t> po
   for (size_t i = 0; i < out_rows.size(); ++i)
     if (out_rows[i] < 0 || out_rows[i] >= n_tok || (i > 0 && out_rows[i] <= out_rows[i - 1]))
       return Status::Internal("decode: output rows must be ascending row indices of the batch");
+  prime_for(n_tok);
   // Each sequence's rows: consecutive positions starting at most at its length (a rewind when
   // lower). Checked before anything is stored, so a bad batch leaves the cache as it was.
   std::vector<int64_t> len(seq_len_), last(seq_len_.size(), -1);

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <thread>
 
 #include "comm/cluster.h"
 #include "common/status.h"
@@ -44,6 +45,10 @@ struct EngineOptions {
   // Pin the pool's worker threads one per core of the cores this rank may use (hwloc), when
   // there are at least n_threads of them.
   bool pin_threads = true;
+  // Largest batch (tokens) the caller will decode, when known (bench's -ub, perplexity's -b,
+  // serve's -b): the engine makes that batch's working memory resident when it is created
+  // (heap_prime.h), so the first prompt does not pay its page faults. 0: on the first batch.
+  int64_t n_batch_max = 0;
 };
 
 class Engine {
@@ -101,6 +106,9 @@ class Engine {
   Status step(std::span<const int32_t> tokens, std::span<const int32_t> pos, std::span<const int32_t> seq,
               std::span<const int64_t> out_rows, float* logits);
   Status hidden_in(std::span<const int32_t> tokens, float* x);
+  // Primes the calling thread's heap for a batch of n_tok tokens unless a batch at least that
+  // large was primed on this thread (small batches are never primed).
+  void prime_for(int64_t n_tok);
   Status gather_slots(float* y, const std::vector<int32_t>& owner, int64_t width);
   Status gather_cols(const float* local, int64_t n_tok, const std::vector<Span>& spans, int64_t width, float* full);
   bool distributed() const { return cluster_ && cluster_->world() > 1; }
@@ -112,7 +120,9 @@ class Engine {
   ThreadPool pool_;
   KvCache kv_;
   int64_t kv_head0_ = 0;
-  std::vector<int64_t> seq_len_;  // filled positions of each sequence
+  std::vector<int64_t> seq_len_;   // filled positions of each sequence
+  int64_t primed_tok_ = 0;         // batch size (a power of two) the heap was last primed for
+  std::thread::id primed_thread_;  // the thread whose malloc arena that was
   DumpFn dump_;
   ReduceFn reduce_;
   MatmulObserver observe_;

@@ -23,7 +23,9 @@ inline void cpu_relax() {
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads, const std::vector<std::vector<int>>& pin)
-    : n_threads_(n_threads < 1 ? 1 : n_threads), scratch_(size_t(n_threads_)) {
+    : n_threads_(n_threads < 1 ? 1 : n_threads),
+      scratch_(size_t(n_threads_)),
+      ranges_(std::make_unique<Range[]>(size_t(n_threads_))) {
   for (int t = 1; t < n_threads_; ++t) {
     threads_.emplace_back([this, t] { worker_loop(t); });
     if (int(pin.size()) >= n_threads_) {
@@ -55,10 +57,50 @@ uint8_t* ThreadPool::scratch(int thread, size_t bytes) {
   return s.aligned;
 }
 
+namespace {
+constexpr int64_t kRangeLimit = int64_t{1} << 32;
+inline uint64_t pack(uint64_t b, uint64_t e) { return b | e << 32; }
+}  // namespace
+
+bool ThreadPool::claim_own(int thread, int64_t& task) {
+  std::atomic<uint64_t>& r = ranges_[size_t(thread)].v;
+  uint64_t v = r.load(std::memory_order_relaxed);
+  for (;;) {
+    const uint64_t b = v & 0xFFFFFFFFu, e = v >> 32;
+    if (b >= e) return false;
+    if (r.compare_exchange_weak(v, pack(b + 1, e), std::memory_order_relaxed)) {
+      task = int64_t(b);
+      return true;
+    }
+  }
+}
+
+bool ThreadPool::steal(int thread, int64_t& task) {
+  for (int k = 1; k < n_threads_; ++k) {
+    std::atomic<uint64_t>& r = ranges_[size_t((thread + k) % n_threads_)].v;
+    uint64_t v = r.load(std::memory_order_relaxed);
+    for (;;) {
+      const uint64_t b = v & 0xFFFFFFFFu, e = v >> 32;
+      if (b >= e) break;
+      if (r.compare_exchange_weak(v, pack(b, e - 1), std::memory_order_relaxed)) {
+        task = int64_t(e - 1);
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
 void ThreadPool::drain(int thread) {
-  for (int64_t i = next_.fetch_add(1, std::memory_order_relaxed); i < n_tasks_;
-       i = next_.fetch_add(1, std::memory_order_relaxed))
-    fn_(ctx_, i, thread);
+  if (n_tasks_ >= kRangeLimit) {
+    for (int64_t i = next_.fetch_add(1, std::memory_order_relaxed); i < n_tasks_;
+         i = next_.fetch_add(1, std::memory_order_relaxed))
+      fn_(ctx_, i, thread);
+    return;
+  }
+  int64_t task = 0;
+  while (claim_own(thread, task)) fn_(ctx_, task, thread);
+  while (steal(thread, task)) fn_(ctx_, task, thread);
 }
 
 void ThreadPool::worker_loop(int thread) {
@@ -93,6 +135,12 @@ void ThreadPool::run_impl(int64_t n_tasks, TaskFn fn, void* ctx) {
   n_tasks_ = n_tasks;
   done_.store(0, std::memory_order_relaxed);
   next_.store(0, std::memory_order_relaxed);
+  if (n_tasks < kRangeLimit) {
+    for (int t = 0; t < n_threads_; ++t) {
+      const auto b = uint64_t(n_tasks * t / n_threads_), e = uint64_t(n_tasks * (t + 1) / n_threads_);
+      ranges_[size_t(t)].v.store(pack(b, e), std::memory_order_relaxed);
+    }
+  }
   generation_.fetch_add(1);  // publishes fn_/ctx_/n_tasks_
   if (sleepers_.load()) generation_.notify_all();
   drain(0);

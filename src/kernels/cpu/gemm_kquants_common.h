@@ -20,6 +20,7 @@
 #include <utility>
 
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/prefetch_x86.h"
 #include "kernels/quant/fp16.h"
 #include "kernels/quant/kquants.h"
 #endif
@@ -154,6 +155,7 @@ void gemv_rows(const GemmArgs& g, int64_t r0, int64_t t0, const typename Row::Co
     EM_KQ_UNROLL for (int k = 0; k < kGemvRows; ++k) {
       for (int64_t c = 0; c < nc; ++c) {
         const Block& x = w[k][b0 + c];
+        prefetch_lines(reinterpret_cast<const uint8_t*>(&x) + kGemvPrefetchAhead, sizeof(Block));
         dh[c][k] = x.d;
         if constexpr (Row::kHasMin) mh[c][k] = x.dmin;
         const Row row(x, consts);

@@ -27,6 +27,7 @@
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/gemm_iquants_common.h"
+#include "kernels/cpu/prefetch_x86.h"
 #include "kernels/quant/iqk_tables.h"
 
 namespace expertmesh::cpu {
@@ -154,8 +155,6 @@ void prep_act(const uint8_t* a_row, int64_t nb, uint8_t* out) {
 constexpr int kRows = 8;
 constexpr int kContiguousMaxTokens = 4;  // passes of more tokens use dot_rows_interleaved
 constexpr int chunk(int t) { return std::min(16, 16384 / (kRows * t * 32)); }
-// Software prefetch distance of the weight stream (bytes ahead of the block being decoded).
-constexpr size_t kPrefetchBytes = 4096;
 
 // y for T tokens (prepared in act, act_stride bytes apart; ad[b * kMaxTokens + t] = token t's
 // a.d) × all rows, kRows rows at a time (a tail group repeats the last row and drops its results).
@@ -179,9 +178,7 @@ void dot_rows(const GemmArgs& g, const uint8_t* act, size_t act_stride, const fl
       for (int r = 0; r < R; ++r) {
         const uint8_t* blk = rows[r] + iquants::row_meta_bytes(K) + b0 * kBlockBytes;
         for (int c = 0; c < nc; ++c, blk += kBlockBytes) {
-          _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes), _MM_HINT_T0);
-          _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes + 64), _MM_HINT_T0);
-          _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes + 128), _MM_HINT_T0);
+          prefetch_lines(blk + kGemvPrefetchAhead, kBlockBytes);
           const __m256i sb = _mm256_set1_epi64x(int64_t(scale_bytes<K>(blk)));
           const uint32_t shifts = shift_bits<K>(blk);
           if constexpr (K == Iq4Kind::kXs) d16[c][r] = iquants::load_u16(blk);

@@ -33,6 +33,7 @@
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/gemm_iquants_common.h"
+#include "kernels/cpu/prefetch_x86.h"
 #include "kernels/quant/iqk_tables.h"
 
 namespace expertmesh::cpu {
@@ -195,10 +196,6 @@ inline __mmask16 init_dwords(const uint8_t* blk) {
 // reduced into one vector (lane r = row r's exact sum S) and the token's float chain takes its
 // canonical fma; the T tokens' chains are independent (ILP).
 constexpr int kGemvRows = 8;
-// Software prefetch distance of the GEMV weight stream (bytes ahead of the block being decoded,
-// about 4 rows of n = 2048): the best of 0 .. 8192 for the single-thread DRAM rate on Zen 4
-// (~+15%; prefetches never fault, so reaching past the tile's last row is harmless).
-constexpr size_t kGemvPrefetchBytes = 4096;
 constexpr int gemv_chunk(int t) { return std::min(16, 16384 / (kGemvRows * t * 32)); }
 
 // y for T tokens (prepared in act, act_stride bytes apart; ad[b * kMaxTokens + t] = token t's
@@ -225,9 +222,7 @@ void gemv_rows(const GemmArgs& g, const uint8_t* act, size_t act_stride, const f
         const uint8_t* blk = rows[r] + iquants::row_meta_bytes(K) + b0 * kBlockBytes;
         for (int c = 0; c < nc; ++c, blk += kBlockBytes) {
           const uint8_t* at = act + (b0 + c) * kGemvActBytes;
-          _mm_prefetch(reinterpret_cast<const char*>(blk + kGemvPrefetchBytes), _MM_HINT_T0);
-          _mm_prefetch(reinterpret_cast<const char*>(blk + kGemvPrefetchBytes + 64), _MM_HINT_T0);
-          _mm_prefetch(reinterpret_cast<const char*>(blk + kGemvPrefetchBytes + 128), _MM_HINT_T0);
+          prefetch_lines(blk + kGemvPrefetchAhead, kBlockBytes);
           __m512i p0, p1;
           gemv_split(blk, &p0, &p1);
           const __m512i w0 = _mm512_shuffle_epi8(base, _mm512_and_si512(p0, m4));

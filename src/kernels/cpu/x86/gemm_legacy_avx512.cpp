@@ -34,6 +34,7 @@
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/gemm_legacy_common.h"
+#include "kernels/cpu/prefetch_x86.h"
 #include "kernels/quant/legacy_blocks.h"
 
 namespace expertmesh::cpu {
@@ -158,10 +159,11 @@ inline __m512i reduce16(const __m512i p[8]) {
 // per sub-chunk the sums of the pass's 8 rows are transposed to one vector per block (lane =
 // row) and the canonical chain acc = fmaf(fp16(w.d) * a.d, float(S_b), acc) runs block by block
 // in column order, 8 rows × T chains at once. The chunk's activations are repacked once per
-// chunk for all rows of the tile (GemvAct). Measured and rejected: software prefetch (any
-// distance), software-pipelining the chains into the next pass, chunks of 32 or 128 blocks, 16
-// rows per pass (all of them enlarge the stack buffers or break the runs; from DRAM the bigger
-// L1 footprint cost 15-25%).
+// chunk for all rows of the tile (GemvAct). Measured and rejected: software-pipelining the chains into the next pass,
+// chunks of 32 or 128 blocks, 16 rows per pass (all of them enlarge the stack buffers or break the runs; from DRAM the
+// bigger L1 footprint cost 15-25%). Software prefetch of the same chunk of the row about 4 KiB of weights ahead
+// (prefetch_x86.h) gave +8-12% tg on the bench model with the pool's contiguous per-thread task ranges (an earlier
+// round-robin dealing of tiles hid it).
 inline constexpr int kGemvRows = 8;
 inline constexpr int64_t kGemvSub = 16;  // blocks per vector pass: one zmm of block sums
 inline constexpr int kGemvSubs = 4;
@@ -378,10 +380,14 @@ void gemv(const GemmArgs& g) {
   for (int64_t c0 = 0; c0 < nb; c0 += kGemvChunk) {
     const int64_t nc = std::min(kGemvChunk, nb - c0);
     const int nsub = static_cast<int>((nc + kGemvSub - 1) / kGemvSub);
+    const size_t chunk_bytes = size_t(nc) * kBlockBytes<K>;
+    const size_t ahead = (kGemvPrefetchAhead + chunk_bytes - 1) / chunk_bytes;
     pack_gemv_act<K, T>(g, c0, nc, nb, act);
     for (int64_t r0 = 0; r0 < g.nr; r0 += kGemvRows) {
       for (int k = 0; k < kGemvRows; ++k) {
         const uint8_t* row = g.w + size_t(std::min<int64_t>(r0 + k, g.nr - 1)) * g.w_stride;
+        // The same chunk of the row `ahead` rows on (rows are visited chunk by chunk).
+        prefetch_lines(row + ahead * g.w_stride + size_t(c0) * kBlockBytes<K>, size_t(nc) * kBlockBytes<K>);
         for (int s = 0; s < nsub; ++s) {
           const int64_t b0 = c0 + kGemvSub * s;
           if (b0 + kGemvSub <= nb) {

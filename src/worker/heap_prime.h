@@ -1,0 +1,34 @@
+// Keeps a forward's working memory resident (issue 13).
+//
+// A forward allocates its activation buffers (Buf, gathered inputs, quantized copies) per op from
+// malloc. The first batch of a given size touches fresh pages, and on a virtual machine each 4 KiB
+// page fault costs 10-20 µs: the first 512-token prompt of the bench model took 1.4 s against
+// 0.46 s for the next one (71,000 faults, most of them in the memsets of zero-initialized
+// buffers). prime_heap grows the calling thread's malloc arena by about the bytes the batch will
+// use, asks for transparent huge pages over that span (MADV_HUGEPAGE: 512 times fewer faults
+// where THP is "madvise" or "always"), touches it and frees it again; with the trim threshold
+// raised, glibc keeps the freed top of the heap, so the forward's buffers reuse resident pages.
+//
+// forward_bytes_per_token is a deliberately generous estimate (about twice the largest set of
+// buffers one layer step holds at once); priming more than is used only costs resident memory
+// the process would reach anyway on a larger batch.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "model/hparams.h"
+
+namespace expertmesh::worker {
+
+// Bytes of malloc'd working memory a forward step uses per batch token (an upper estimate).
+size_t forward_bytes_per_token(const HParams& hp);
+
+// Makes at least `bytes` of the calling thread's malloc arena free and resident (see above).
+// Also sets glibc's mmap threshold to its 32 MiB maximum and the trim threshold to at least
+// 1 GiB and twice `bytes` (process-wide libc settings; main() sets the same at start).
+// Best effort: a refused allocation or madvise just primes less. Not thread-safe with respect to
+// other threads' malloc patterns (it only affects performance, never correctness).
+void prime_heap(size_t bytes);
+
+}  // namespace expertmesh::worker
