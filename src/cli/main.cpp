@@ -3,7 +3,6 @@
 //   expertmesh [--log-level debug|info|warn|error] COMMAND [args...]
 //   mpirun -np N expertmesh COMMAND [args...]
 #include <fmt/format.h>
-#include <malloc.h>
 
 #include <cstdio>
 #include <string>
@@ -12,6 +11,7 @@
 #include "cli/commands.h"
 #include "comm/topology.h"
 #include "common/rank_context.h"
+#include "worker/heap_prime.h"
 
 namespace expertmesh::cli {
 
@@ -116,12 +116,8 @@ int run_main(int argc, char** argv) {
 }  // namespace expertmesh::cli
 
 int main(int argc, char** argv) {
-  // The forward allocates activation buffers of up to tens of MB per op. glibc serves those
-  // with mmap/munmap (and trims the heap after large frees), so every op of a prompt batch paid
-  // page faults and zeroing of fresh pages (15% of prompt-processing time). Keeping freed
-  // memory in the heap makes the next op reuse the same, already mapped, pages.
-  // (32 MiB is the largest mmap threshold glibc accepts on 64-bit.)
-  mallopt(M_MMAP_THRESHOLD, 32 << 20);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  // Freed activation buffers stay in the heap for the next op (15% of prompt-processing time
+  // went to mmap/munmap and fresh-page faults before).
+  expertmesh::worker::keep_freed_memory();
   return expertmesh::cli::run_main(argc, argv);
 }

@@ -32,10 +32,15 @@ size_t forward_bytes_per_token(const HParams& hp) {
   return size_t(std::max<int64_t>(bytes, 0)) * 2;
 }
 
+void keep_freed_memory(size_t trim_at_least) {
+  mallopt(M_MMAP_THRESHOLD, int(size_t{32} << 20));
+  const size_t trim = std::min<size_t>(std::max<size_t>(size_t{1} << 30, trim_at_least), (size_t{1} << 31) - 1);
+  mallopt(M_TRIM_THRESHOLD, int(trim));
+}
+
 void prime_heap(size_t bytes) {
   bytes = std::min(bytes, kMaxPrime);
-  mallopt(M_MMAP_THRESHOLD, int(size_t{32} << 20));
-  mallopt(M_TRIM_THRESHOLD, int(std::min<size_t>(std::max<size_t>(size_t{1} << 30, 2 * bytes), size_t{1} << 31) - 1));
+  keep_freed_memory(2 * bytes);
   std::vector<void*> blocks;
   blocks.reserve(bytes / kChunk + 1);
   for (size_t done = 0; done < bytes; done += kChunk) {

@@ -24,9 +24,14 @@ namespace expertmesh::worker {
 // Bytes of malloc'd working memory a forward step uses per batch token (an upper estimate).
 size_t forward_bytes_per_token(const HParams& hp);
 
-// Makes at least `bytes` of the calling thread's malloc arena free and resident (see above).
-// Also sets glibc's mmap threshold to its 32 MiB maximum and the trim threshold to at least
-// 1 GiB and twice `bytes` (process-wide libc settings; main() sets the same at start).
+// glibc keeps freed memory for reuse: allocations up to its 32 MiB maximum mmap threshold come
+// from the arena, and the arena's free top is trimmed only beyond max(1 GiB, trim_at_least).
+// The forward allocates buffers of up to tens of MB per op; without this, every op paid mmap,
+// munmap and the faults of fresh pages. Process-wide libc settings: main() calls it at start.
+void keep_freed_memory(size_t trim_at_least = 0);
+
+// Makes at least `bytes` of the calling thread's malloc arena free and resident (see above),
+// after keep_freed_memory(2 * bytes).
 // Best effort: a refused allocation or madvise just primes less. Not thread-safe with respect to
 // other threads' malloc patterns (it only affects performance, never correctness).
 void prime_heap(size_t bytes);
