@@ -76,7 +76,6 @@ inline constexpr size_t kQ4kSc = 2048, kQ4kMn = 2304, kQ4kD = 2560, kQ4kDmin = 2
 inline constexpr size_t kQ6kSc = 2048, kQ6kCorr = 2560, kQ6kD = 2816, kQ6kGroupBlockBytes = 2848;
 static_assert(kQ4kGroupBlockBytes == kQ4kDmin + 32 && kQ6kGroupBlockBytes == kQ6kD + 32);
 // gemm_scratch_bytes(n) gives each of the 64 rows n + n/2 + 64 bytes, 384 per super-block.
-// gemm_scratch_bytes(n) gives each of the 64 rows n + n/2 + 64 bytes, 384 per super-block.
 static_assert(kQ4kGroupBlockBytes <= 384 * kGroupRows && kQ6kGroupBlockBytes <= 384 * kGroupRows);
 
 namespace {
@@ -213,9 +212,9 @@ void gemv_driver(const GemmArgs& g) {
   }
 }
 
-// r[i] holds 8 int32 (4-byte column groups 0..7) of row i; writes dst[32c + 4i] = column group c
-// of row i, i.e. the 8×8 transpose.
-inline void store_transposed(const __m256i* r, uint8_t* dst) {
+// r[i] holds 8 int32 (4-byte column groups 0..7) of row i; writes dst[us·c + 4i] = column group c
+// of row i, i.e. the 8×8 transpose, one 32-byte unit per column group, units us bytes apart.
+inline void store_transposed(const __m256i* r, uint8_t* dst, size_t us = 32) {
   __m256i t[8], u[8];
   EM_KQ_UNROLL for (int i = 0; i < 4; ++i) {
     t[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
@@ -228,8 +227,8 @@ inline void store_transposed(const __m256i* r, uint8_t* dst) {
     u[4 * i + 3] = _mm256_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
   }
   EM_KQ_UNROLL for (int c = 0; c < 4; ++c) {
-    storeu(dst + 32 * c, _mm256_permute2x128_si256(u[c], u[4 + c], 0x20));
-    storeu(dst + 32 * (c + 4), _mm256_permute2x128_si256(u[c], u[4 + c], 0x31));
+    storeu(dst + us * c, _mm256_permute2x128_si256(u[c], u[4 + c], 0x20));
+    storeu(dst + us * (c + 4), _mm256_permute2x128_si256(u[c], u[4 + c], 0x31));
   }
 }
 
@@ -266,14 +265,18 @@ struct GroupRows {
 };
 
 // Group `grp` (rows 8·grp..) of the tile, all super-blocks, into dst (nb · kQ4kGroupBlockBytes,
-// resp. kQ6kGroupBlockBytes), in the layout above.
+// resp. kQ6kGroupBlockBytes), in the layout above. The layout is made of 32-byte units (8 rows
+// × 4 bytes); with us = 64, unit u goes to dst + 64u instead of dst + 32u, so two calls at dst
+// and dst + 32 interleave groups 2h and 2h + 1 into the 16-row layout of the AVX512 micro-kernel
+// (every offset above doubled, 64 bytes = 16 rows per unit).
 template <bool kPairedScales>
-void unpack_group_q4k(const GemmArgs& g, int64_t grp, uint8_t* dst) {
+void unpack_group_q4k(const GemmArgs& g, int64_t grp, uint8_t* dst, size_t us = 32) {
   const int64_t nb = g.n / 256;
   const GroupRows<BlockQ4K> rows(g, grp);
   const BlockQ4K* const* w = rows.w;
   const __m256i m4 = _mm256_set1_epi8(0x0F);
-  for (int64_t b = 0; b < nb; ++b, dst += kQ4kGroupBlockBytes) {
+  const auto at = [us](uint8_t* base, size_t off) { return base + off / 32 * us; };
+  for (int64_t b = 0; b < nb; ++b, dst = at(dst, kQ4kGroupBlockBytes)) {
     rows.prefetch_next(b);
     EM_KQ_UNROLL for (int c = 0; c < 4; ++c) {
       __m256i lo[kGroupRows], hi[kGroupRows];
@@ -282,8 +285,8 @@ void unpack_group_q4k(const GemmArgs& g, int64_t grp, uint8_t* dst) {
         lo[i] = _mm256_and_si256(v, m4);
         hi[i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
       }
-      store_transposed(lo, dst + 256 * (2 * c));  // sub-block 2c: column groups 16c..16c+7
-      store_transposed(hi, dst + 256 * (2 * c + 1));
+      store_transposed(lo, at(dst, 256 * (2 * c)), us);  // sub-block 2c: column groups 16c..16c+7
+      store_transposed(hi, at(dst, 256 * (2 * c + 1)), us);
     }
     __m256i sc[kGroupRows], mn[kGroupRows];  // row i: sc_0..7 as int32; (m_2k | m_2k+1 << 16), k < 4
     alignas(16) uint16_t dh[kGroupRows], mh[kGroupRows];
@@ -295,10 +298,10 @@ void unpack_group_q4k(const GemmArgs& g, int64_t grp, uint8_t* dst) {
       dh[i] = w[i][b].d;
       mh[i] = w[i][b].dmin;
     }
-    store_transposed(sc, dst + kQ4kSc);
-    store_transposed(mn, dst + kQ4kMn);  // rows 4..7 of the transpose (k >= 4) are unused zeros
-    _mm256_storeu_ps(reinterpret_cast<float*>(dst + kQ4kD), _mm256_cvtph_ps(_mm_load_si128((const __m128i*)dh)));
-    _mm256_storeu_ps(reinterpret_cast<float*>(dst + kQ4kDmin), _mm256_cvtph_ps(_mm_load_si128((const __m128i*)mh)));
+    store_transposed(sc, at(dst, kQ4kSc), us);
+    store_transposed(mn, at(dst, kQ4kMn), us);  // rows 4..7 of the transpose (k >= 4) are unused zeros
+    _mm256_storeu_ps(reinterpret_cast<float*>(at(dst, kQ4kD)), _mm256_cvtph_ps(_mm_load_si128((const __m128i*)dh)));
+    _mm256_storeu_ps(reinterpret_cast<float*>(at(dst, kQ4kDmin)), _mm256_cvtph_ps(_mm_load_si128((const __m128i*)mh)));
   }
 }
 

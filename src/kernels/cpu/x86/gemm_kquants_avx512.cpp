@@ -9,9 +9,14 @@
 //     in int16); two of them are packed to int16 and vpdpwssd applies the sub-block scales; the
 //     4 rows' vectors are then reduced together.
 //   - GEMM: the tile is unpacked once into scratch (layout in gemm_kquants_common.h: 4 columns
-//     × 8 rows per 32 bytes), then a micro-kernel of 4 tokens × 16 rows runs vpdpbusd with a
-//     broadcast 4-byte activation, one int32 lane per weight row, scaling each sub-block's sum
-//     with vpmulld.
+//     × 8 rows per 32 bytes; Q4_K interleaves two such groups into 4 columns × 16 rows per 64
+//     bytes), then a micro-kernel runs vpdpbusd with a broadcast 4-byte activation, one int32
+//     lane per weight row, scaling each sub-block's sum with vpmulld: Q4_K 4 tokens × 32 rows in
+//     zmm (229 G MAC/s per Zen 4 core at 64 rows × 64 tokens, the 8-row ymm kernel 143: it
+//     spilled its accumulators), Q6_K 4 tokens × 16 rows in ymm.
+// GCC 12's AVX512 headers self-initialise their "undefined" vectors (__m512 __Y = __Y), which
+// -Wmaybe-uninitialized reports once the 512-bit intrinsics are inlined into the Q4_K kernel.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 #include <algorithm>
@@ -134,56 +139,80 @@ struct Q6kRow {
 // GEMM: unpack the tile, then the micro-kernel
 // ---------------------------------------------------------------------------------------------
 
-// Tokens t0..t0+T-1 × groups grp0..grp0+G-1 of the unpacked tile.
+// The 16-row layout (two 8-row groups interleaved by 32-byte units, unpack_group_q4k with
+// us = 64): one zmm holds 4 columns of 16 rows, so each broadcast activation word feeds 16 rows
+// and the accumulators of T tokens × G 16-row groups stay in registers (the 8-row ymm kernel
+// above spilled). Same integer sums and float steps, so the same bits.
+inline constexpr int kRows16 = 2 * kGroupRows;
+inline constexpr size_t kQ4k16BlockBytes = 2 * kQ4kGroupBlockBytes;
+
+// Q4_K's M pairs of gemm.h for a token's block: int32 (bp_2k | bp_2k+1 << 16), bp_j = bsums[2j] +
+// bsums[2j+1] (|.| <= 4096), k < 4.
+inline void bsum_pairs32(const BlockQ8K& a, int32_t* bp) {
+  for (int k = 0; k < 4; ++k) {
+    const int32_t lo = a.bsums[4 * k] + a.bsums[4 * k + 1], hi = a.bsums[4 * k + 2] + a.bsums[4 * k + 3];
+    bp[k] = int32_t((uint32_t(lo) & 0xFFFFu) | (uint32_t(hi) << 16));
+  }
+}
+
+inline void store_group16(const GemmArgs& g, int64_t t, int64_t grp, __m512 v) {
+  const int64_t rows = std::min<int64_t>(kRows16, g.nr - kRows16 * grp);
+  float* y = g.y + t * g.ldy + kRows16 * grp;
+  _mm512_mask_storeu_ps(y, rows >= kRows16 ? __mmask16(0xFFFF) : __mmask16((1u << rows) - 1u), v);
+}
+
+// Tokens t0..t0+T-1 × 16-row groups grp0..grp0+G-1 of the 16-row tile.
 template <int T, int G>
-void tile_q4k(const GemmArgs& g, const uint8_t* tile, int64_t t0, int64_t grp0) {
+void tile_q4k16(const GemmArgs& g, const uint8_t* tile, int64_t t0, int64_t grp0) {
   const int64_t nb = g.n / 256;
   const BlockQ8K* a[T];
   EM_KQ_UNROLL for (int t = 0; t < T; ++t) a[t] = act_row(g, t0 + t);
-  __m256 f[T][G] = {};
+  __m512 f[T][G];
+  EM_KQ_UNROLL for (int t = 0; t < T; ++t) EM_KQ_UNROLL for (int j = 0; j < G; ++j) f[t][j] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* blk[G];
-    EM_KQ_UNROLL for (int j = 0; j < G; ++j) blk[j] = tile + size_t((grp0 + j) * nb + b) * kQ4kGroupBlockBytes;
-    __m256i S[T][G] = {};
+    EM_KQ_UNROLL for (int j = 0; j < G; ++j) blk[j] = tile + size_t((grp0 + j) * nb + b) * kQ4k16BlockBytes;
+    __m512i S[T][G];
     EM_KQ_UNROLL for (int sb = 0; sb < 8; ++sb) {
-      __m256i sub[T][G] = {};
+      __m512i sub[T][G];
       EM_KQ_UNROLL for (int c = 0; c < 8; ++c) {
-        __m256i wv[G];
-        EM_KQ_UNROLL for (int j = 0; j < G; ++j) wv[j] = loadu(blk[j] + 32 * (8 * sb + c));
+        __m512i wv[G];
+        EM_KQ_UNROLL for (int j = 0; j < G; ++j) wv[j] = _mm512_loadu_si512(blk[j] + 64 * (8 * sb + c));
         EM_KQ_UNROLL for (int t = 0; t < T; ++t) {
-          const __m256i av = bcast_i32(a[t][b].qs + 32 * sb + 4 * c);
-          EM_KQ_UNROLL for (int j = 0; j < G; ++j) sub[t][j] = _mm256_dpbusd_epi32(sub[t][j], wv[j], av);
+          int32_t aw;
+          std::memcpy(&aw, a[t][b].qs + 32 * sb + 4 * c, 4);
+          const __m512i av = _mm512_set1_epi32(aw);
+          EM_KQ_UNROLL for (int j = 0; j < G; ++j) {
+            sub[t][j] = _mm512_dpbusd_epi32(c == 0 ? _mm512_setzero_si512() : sub[t][j], wv[j], av);
+          }
         }
       }
       EM_KQ_UNROLL for (int j = 0; j < G; ++j) {
-        const __m256i scv = loadu(blk[j] + kQ4kSc + 32 * sb);
+        const __m512i scv = _mm512_loadu_si512(blk[j] + 2 * kQ4kSc + 64 * sb);
         EM_KQ_UNROLL for (int t = 0; t < T; ++t) {
-          S[t][j] = _mm256_add_epi32(S[t][j], _mm256_mullo_epi32(sub[t][j], scv));
+          const __m512i p = _mm512_mullo_epi32(sub[t][j], scv);
+          S[t][j] = sb == 0 ? p : _mm512_add_epi32(S[t][j], p);
         }
       }
     }
-    __m256i M[T][G] = {};
     EM_KQ_UNROLL for (int t = 0; t < T; ++t) {
-      __m256i bp[4];
-      bsum_pairs(a[t][b], bp);
-      EM_KQ_UNROLL for (int k = 0; k < 4; ++k) {
-        EM_KQ_UNROLL for (int j = 0; j < G; ++j) {
-          M[t][j] = _mm256_dpwssd_epi32(M[t][j], loadu(blk[j] + kQ4kMn + 32 * k), bp[k]);
+      int32_t bp[4];
+      bsum_pairs32(a[t][b], bp);
+      const __m512 ad = _mm512_set1_ps(a[t][b].d);
+      EM_KQ_UNROLL for (int j = 0; j < G; ++j) {
+        __m512i M = _mm512_setzero_si512();
+        EM_KQ_UNROLL for (int k = 0; k < 4; ++k) {
+          M = _mm512_dpwssd_epi32(M, _mm512_loadu_si512(blk[j] + 2 * kQ4kMn + 64 * k), _mm512_set1_epi32(bp[k]));
         }
-      }
-    }
-    EM_KQ_UNROLL for (int j = 0; j < G; ++j) {
-      const __m256 dv = _mm256_loadu_ps(reinterpret_cast<const float*>(blk[j] + kQ4kD));
-      const __m256 mv = _mm256_loadu_ps(reinterpret_cast<const float*>(blk[j] + kQ4kDmin));
-      EM_KQ_UNROLL for (int t = 0; t < T; ++t) {
-        const __m256 ad = _mm256_set1_ps(a[t][b].d);
-        f[t][j] = _mm256_fmadd_ps(_mm256_mul_ps(dv, ad), _mm256_cvtepi32_ps(S[t][j]), f[t][j]);
-        f[t][j] = _mm256_fnmadd_ps(_mm256_mul_ps(mv, ad), _mm256_cvtepi32_ps(M[t][j]), f[t][j]);
+        const __m512 dv = _mm512_loadu_ps(blk[j] + 2 * kQ4kD);
+        const __m512 mv = _mm512_loadu_ps(blk[j] + 2 * kQ4kDmin);
+        f[t][j] = _mm512_fmadd_ps(_mm512_mul_ps(dv, ad), _mm512_cvtepi32_ps(S[t][j]), f[t][j]);
+        f[t][j] = _mm512_fnmadd_ps(_mm512_mul_ps(mv, ad), _mm512_cvtepi32_ps(M), f[t][j]);
       }
     }
   }
   EM_KQ_UNROLL for (int t = 0; t < T; ++t) {
-    EM_KQ_UNROLL for (int j = 0; j < G; ++j) store_group(g, t0 + t, grp0 + j, f[t][j]);
+    EM_KQ_UNROLL for (int j = 0; j < G; ++j) store_group16(g, t0 + t, grp0 + j, f[t][j]);
   }
 }
 
@@ -238,14 +267,14 @@ void tile_q6k(const GemmArgs& g, const uint8_t* tile, int64_t t0, int64_t grp0) 
 // Micro-kernel shape (tokens × 8-row groups) and the GEMV/GEMM switch: tiles with at most
 // k*GemvMaxTokens tokens take the GEMV path, where unpacking the tile does not pay off yet
 // (measured on Zen 4; both paths give the same bits).
-constexpr int kQ4kTileTokens = 4, kQ4kTileGroups = 2;
+constexpr int kQ4kTileTokens = 4, kQ4kTileGroups = 2;  // Q4_K: 16-row groups
 constexpr int kQ6kTileTokens = 4, kQ6kTileGroups = 2;
 constexpr int64_t kQ4kGemvMaxTokens = 4, kQ6kGemvMaxTokens = 6;
 
 template <int T, int G>
 struct TileQ4k {
   static void run(const GemmArgs& g, const uint8_t* tile, int64_t t0, int64_t grp0) {
-    tile_q4k<T, G>(g, tile, t0, grp0);
+    tile_q4k16<T, G>(g, tile, t0, grp0);
   }
 };
 template <int T, int G>
@@ -260,9 +289,12 @@ void gemm_q4k(const GemmArgs& g) {
     gemv_driver<Q4kRow>(g);
     return;
   }
-  const int64_t ngroups = (g.nr + kGroupRows - 1) / kGroupRows;
-  const size_t group_bytes = size_t(g.n / 256) * kQ4kGroupBlockBytes;
-  for (int64_t grp = 0; grp < ngroups; ++grp) unpack_group_q4k<false>(g, grp, g.scratch + grp * group_bytes);
+  const int64_t ngroups = (g.nr + kRows16 - 1) / kRows16;
+  const size_t group_bytes = size_t(g.n / 256) * kQ4k16BlockBytes;
+  for (int64_t grp = 0; grp < ngroups; ++grp) {
+    unpack_group_q4k<false>(g, 2 * grp, g.scratch + grp * group_bytes, 64);
+    unpack_group_q4k<false>(g, 2 * grp + 1, g.scratch + grp * group_bytes + 32, 64);
+  }
   tile_loop<TileQ4k, kQ4kTileTokens, kQ4kTileGroups>(g, g.scratch, ngroups);
 }
 
