@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 
 #include "kernels/quant/fp16.h"
@@ -81,7 +82,7 @@ Activations::Activations(const Activations& src, const std::vector<int64_t>& row
   }
   for (size_t f = 0; f < q_.size(); ++f)
     if (src.q_ready_[f]) {
-      q_[f].resize(cpu::act_row_bytes(cpu::ActType(f), n_cols_) * n);
+      alloc_q(f);
       q_ready_[f] = true;
     }
   for (size_t f = 1; f < r_.size(); ++f)  // kNone is the floats themselves
@@ -94,23 +95,38 @@ Activations::Activations(const Activations& src, const std::vector<int64_t>& row
     if (with_floats) std::memcpy(own_.data() + size_t(i) * nc, src.x_ + int64_t(row) * src.ldx_, nc * sizeof(float));
     for (size_t f = 0; f < q_.size(); ++f)
       if (q_ready_[f]) {
-        const size_t rb = cpu::act_row_bytes(cpu::ActType(f), n_cols_);
-        std::memcpy(q_[f].data() + size_t(i) * rb, src.q_[f].data() + row * rb, rb);
+        const size_t stride = quantized_stride(cpu::ActType(f));
+        std::memcpy(q_ptr_[f] + size_t(i) * stride, src.q_ptr_[f] + row * stride,
+                    cpu::act_row_bytes(cpu::ActType(f), n_cols_));
       }
     for (size_t f = 1; f < r_.size(); ++f)
       if (r_ready_[f]) std::memcpy(r_[f].data() + size_t(i) * nc, src.r_[f].data() + row * nc, nc * sizeof(float));
   });
 }
 
+size_t Activations::quantized_stride(cpu::ActType a) const {
+  const size_t rb = cpu::act_row_bytes(a, n_cols_);
+  if (a != cpu::ActType::kF32 && a != cpu::ActType::kF16 && a != cpu::ActType::kBF16) return rb;
+  const size_t lines = (rb + 63) / 64;
+  return 64 * (lines % 2 == 0 ? lines + 1 : lines);
+}
+
+uint8_t* Activations::alloc_q(size_t f) {
+  q_[f].resize(quantized_stride(cpu::ActType(f)) * size_t(n_tok_) + 64);
+  const auto addr = reinterpret_cast<uintptr_t>(q_[f].data());
+  q_ptr_[f] = q_[f].data() + (64 - addr % 64) % 64;
+  return q_ptr_[f];
+}
+
 const uint8_t* Activations::quantized(cpu::ActType a, const cpu::Kernels& k, ThreadPool& pool) {
   const size_t i = size_t(a);
   if (!q_ready_[i]) {
-    const size_t rb = cpu::act_row_bytes(a, n_cols_);
-    q_[i].resize(rb * size_t(n_tok_));
-    pool.run(n_tok_, [&](int64_t t, int) { k.quantize_act(a, x_ + t * ldx_, q_[i].data() + size_t(t) * rb, n_cols_); });
+    const size_t stride = quantized_stride(a);
+    uint8_t* q = alloc_q(i);
+    pool.run(n_tok_, [&](int64_t t, int) { k.quantize_act(a, x_ + t * ldx_, q + size_t(t) * stride, n_cols_); });
     q_ready_[i] = true;
   }
-  return q_[i].data();
+  return q_ptr_[i];
 }
 
 const float* Activations::rounded(GenericRounding r, ThreadPool& pool) {
@@ -227,7 +243,7 @@ void matmul_tile(const Weight& w, const MatmulKernel& mk, Activations& x, int64_
                  int64_t nt, float* y, int64_t ldy, ThreadPool& pool, const cpu::Kernels& k, int thread) {
   const int64_t n = w.ne[0];
   if (fast_usable(w, mk, 0, n)) {
-    const size_t rb = cpu::act_row_bytes(mk.fast.act, n);
+    const size_t rb = x.quantized_stride(mk.fast.act);
     cpu::GemmArgs g;
     g.n = n;
     g.w = w.row(r0);

@@ -126,7 +126,10 @@ inline void gemm(const GemmArgs& g) {
   if (g.nr <= 0 || g.nt <= 0) return;
   const int64_t tg = (g.nt + L::kMaxTok - 1) / L::kMaxTok, rg = (g.nr + L::kMaxRow - 1) / L::kMaxRow;
   const size_t row_bytes = size_t(g.n) * L::kActBytes, stride = copy_stride<L>(row_bytes);
-  const bool copy = rg > 1 && L::kMaxTok * stride <= gemm_scratch_bytes(g.n);
+  // Rows already an odd number of cache lines apart (the worker's Activations lays out the
+  // float formats so) are read in place.
+  const bool odd_stride = g.a_stride % 128 == 64;
+  const bool copy = rg > 1 && !odd_stride && L::kMaxTok * stride <= gemm_scratch_bytes(g.n);
   for (int64_t i = 0; i < tg; ++i) {
     const int64_t t0 = i * g.nt / tg, t1 = (i + 1) * g.nt / tg;
     const uint8_t* x = g.a + size_t(t0) * g.a_stride;
