@@ -360,6 +360,35 @@ TEST_P(GemmFloat, WideRowsManyTokensMatchAlone) {
   }
 }
 
+// Every ISA's activation quantizer for the float formats equals quantize_act_ref bit for bit,
+// on values that exercise the rounding: ties (to even), carries into the exponent, denormals,
+// infinities, NaNs (quieted), and a row length with a tail (n % 16 != 0).
+TEST(FloatActivations, SimdRoundingEqualsReference) {
+  std::vector<const cpu::Kernels*> isas;
+  if (have_avx2()) isas.push_back(cpu::avx2_kernels());
+  if (have_avx512()) isas.push_back(cpu::avx512_kernels());
+  if (isas.empty()) GTEST_SKIP() << "no SIMD variant on this CPU";
+  std::mt19937 rng(7);
+  std::vector<float> x;
+  const uint32_t specials[] = {0x00000000u, 0x80000000u, 0x00000001u, 0x807fffffu, 0x3f808000u, 0x3f818000u,
+                               0x3f80ffffu, 0x7f7fffffu, 0x7f800000u, 0xff800000u, 0x7fc00001u, 0x7f800001u,
+                               0xffa00000u, 0x477fe000u, 0x477ff000u, 0x33000001u};
+  for (uint32_t u : specials) x.push_back(quant::bits_to_f32(u));
+  std::uniform_int_distribution<uint32_t> any;
+  while (x.size() < 1000) x.push_back(quant::bits_to_f32(any(rng)));  // every exponent, NaNs included
+  std::normal_distribution<float> normal;
+  while (x.size() < 1037) x.push_back(normal(rng));
+  const int64_t n = int64_t(x.size());
+  for (const cpu::Kernels* k : isas)
+    for (ActType a : {ActType::kF32, ActType::kF16, ActType::kBF16}) {
+      const size_t bytes = cpu::act_row_bytes(a, n);
+      std::vector<uint8_t> want(bytes, 0x5A), got(bytes, 0xA5);
+      cpu::quantize_act_ref(a, x.data(), want.data(), n);
+      k->quantize_act(a, x.data(), got.data(), n);
+      for (size_t i = 0; i < bytes; ++i) ASSERT_EQ(got[i], want[i]) << k->name << " format " << int(a) << " byte " << i;
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(Combos, GemmFloat, ::testing::Range(0, int(std::size(kCombos))),
                          [](const ::testing::TestParamInfo<int>& i) { return std::string(kCombos[i.param].name); });
 

@@ -57,9 +57,29 @@ inline double sum_squares_f64(const float* x, int64_t n) {
 
 namespace expertmesh::cpu {
 namespace {
+// quant::f32_to_bf16 on 16 lanes: round to nearest even, NaN quieted (integer steps, so
+// denormals round as the scalar code does; vcvtneps2bf16 would flush them).
+void round_bf16_avx512(const float* x, void* out, int64_t n) {
+  auto* o = static_cast<uint16_t*>(out);
+  int64_t i = 0;
+  const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+  for (; i + 16 <= n; i += 16) {
+    const __m512i u = _mm512_castps_si512(_mm512_loadu_ps(x + i));
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, abs_mask), inf);
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    const __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
+    const __m512i q = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(64));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + i), _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, r, q)));
+  }
+  if (i < n) quantize_act_ref(ActType::kBF16, x + i, o + i, n - i);
+}
+
 // Activation quantizers of this ISA (bit-identical to quantize_act_ref).
 void quantize_act_avx512(ActType a, const float* x, void* out, int64_t n) {
   switch (a) {
+    case ActType::kBF16:
+      round_bf16_avx512(x, out, n);
+      return;
     case ActType::kQ8a32:
       quantize_act_q8a32_avx512(x, out, n);
       return;
