@@ -159,7 +159,7 @@ bool bits_equal(float a, float b) { return std::memcmp(&a, &b, 4) == 0; }
 
 const int64_t kNr[] = {1, 3, 7, 8, 9, 16, 17, 64};
 const int64_t kNt[] = {1, 2, 3, 5, 8, 9, 33};
-const int64_t kN[] = {32, 160, 2080};
+const int64_t kN[] = {32, 160, 768, 800, 2080};  // GEMV sub-chunk tails of 1, 5, 8, 9 blocks
 
 TEST(GemmLegacy, InputsAreNotDegenerate) {
   std::mt19937 rng(7);

@@ -55,7 +55,7 @@ struct LanesBase {
 };
 
 struct F32Lanes : LanesBase {
-  static constexpr int kActBytes = 4;
+  static constexpr int kActBytes = 4, kWBytes = 4;
   static __m512 load_w(const uint8_t* p, int64_t c) { return load_f32(p, c); }
   static __m512 load_x(const uint8_t* p, int64_t c) { return load_f32(p, c); }
   static __m512 load_w_tail(const uint8_t* p, int64_t c, int rem) { return load_f32_tail(p, c, rem); }
@@ -63,7 +63,7 @@ struct F32Lanes : LanesBase {
 };
 
 struct F16Lanes : LanesBase {
-  static constexpr int kActBytes = 2;
+  static constexpr int kActBytes = 2, kWBytes = 2;
   static __m512 load_w(const uint8_t* p, int64_t c) { return _mm512_cvtph_ps(load_u16x16(p, c)); }
   static __m512 load_x(const uint8_t* p, int64_t c) { return _mm512_cvtph_ps(load_u16x16(p, c)); }
   static __m512 load_w_tail(const uint8_t* p, int64_t c, int rem) {
@@ -75,7 +75,7 @@ struct F16Lanes : LanesBase {
 };
 
 struct Bf16F32Lanes : LanesBase {
-  static constexpr int kActBytes = 4;
+  static constexpr int kActBytes = 4, kWBytes = 2;
   static __m512 load_w(const uint8_t* p, int64_t c) { return widen_bf16(load_u16x16(p, c)); }
   static __m512 load_x(const uint8_t* p, int64_t c) { return load_f32(p, c); }
   static __m512 load_w_tail(const uint8_t* p, int64_t c, int rem) { return widen_bf16(load_u16x16_tail(p, c, rem)); }

@@ -40,7 +40,7 @@ struct Bf16DpLanes {
   using Acc = __m512;
   using W = __m512bh;
   using X = __m512bh;
-  static constexpr int kStep = 32, kMaxRow = 4, kMaxTok = 6, kActBytes = 2;
+  static constexpr int kStep = 32, kMaxRow = 4, kMaxTok = 6, kActBytes = 2, kWBytes = 2;
   static __m512 zero() { return _mm512_setzero_ps(); }
   static __m512bh load_w(const uint8_t* p, int64_t c) { return load_bf16x32(p, c); }
   static __m512bh load_x(const uint8_t* p, int64_t c) { return load_bf16x32(p, c); }

@@ -238,19 +238,27 @@ void pack_gemv_act(const GemmArgs& g, int64_t c0, int64_t nc, int64_t nb, GemvAc
 
 // Row k of the pass, sub-chunk s (blocks b0 = c0 + 16 s .., chunk position cs = 16 s): the 16
 // blocks' fp16 scales into sums.wd[cs + i][k] and float(S_b) into sums.sf[t][k][cs + i].
-template <Kind K, int T, bool kFull>
+// kHalf: at most 8 blocks are left (rows of 768 = 16 + 8 blocks, the down projection of Qwen3-30B's
+// experts): only vectors j < 4 (blocks 0..7) are loaded and dotted, the sums of blocks 8..15 are
+// zeros the chain never reads (computing them from repeated last blocks cost a quarter of the
+// row's work).
+template <Kind K, int T, bool kFull, bool kHalf = false>
 inline void gemv_row_sub(const uint8_t* row, int64_t b0, int64_t nb, const GemvAct<T>& act, int s, int k,
                          GemvSums<T>& sums) {
+  static_assert(!(kFull && kHalf));
   constexpr size_t bs = kBlockBytes<K>;
+  constexpr int kVecs = kHalf ? 4 : 8, kBlocks = kHalf ? 8 : 16;
   const int64_t cs = kGemvSub * s;
 #pragma GCC unroll 16
-  for (int i = 0; i < 16; ++i) {
+  for (int i = 0; i < kBlocks; ++i) {
     sums.wd[cs + i][k] = static_cast<uint16_t>(load_u16(row + size_t(blk<kFull>(b0, i, nb)) * bs));
   }
   if constexpr (K == Kind::kQ8_0) {
     __m512i w[8];
 #pragma GCC unroll 8
-    for (int j = 0; j < 8; ++j) {
+    for (int j = kVecs; j < 8; ++j) w[j] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+    for (int j = 0; j < kVecs; ++j) {
       // Masked broadcast: load + blend, no shuffle-port insert.
       const __m512i v = _mm512_mask_broadcast_i64x4(
           _mm512_broadcast_i64x4(load256(row + size_t(blk<kFull>(b0, pair_lo(j), nb)) * bs + lg::kQsOffset)), 0xF0,
@@ -262,7 +270,8 @@ inline void gemv_row_sub(const uint8_t* row, int64_t b0, int64_t nb, const GemvA
       __m512i p[8];
 #pragma GCC unroll 8
       for (int j = 0; j < 8; ++j) {
-        p[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[j], _mm512_load_si512(act.qs[t][s][j]));
+        p[j] = j < kVecs ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[j], _mm512_load_si512(act.qs[t][s][j]))
+                         : _mm512_setzero_si512();
       }
       const __m512i sum = _mm512_sub_epi32(reduce16(p), _mm512_load_si512(act.corr[t] + cs));
       _mm512_store_ps(sums.sf[t][k] + cs, _mm512_cvtepi32_ps(sum));
@@ -273,7 +282,7 @@ inline void gemv_row_sub(const uint8_t* row, int64_t b0, int64_t nb, const GemvA
     const __m256i nib = _mm256_set1_epi8(0x0F);
     __m256i lo[8], hi[8];
 #pragma GCC unroll 8
-    for (int j = 0; j < 8; ++j) {
+    for (int j = 0; j < kVecs; ++j) {
       const uint8_t* q = row + lg::kQsOffset;
       const __m256i v =
           _mm256_inserti128_si256(_mm256_castsi128_si256(load128(q + size_t(blk<kFull>(b0, pair_lo(j), nb)) * bs)),
@@ -290,7 +299,7 @@ inline void gemv_row_sub(const uint8_t* row, int64_t b0, int64_t nb, const GemvA
     for (int t = 0; t < T; ++t) {
       __m256i p[8];
 #pragma GCC unroll 8
-      for (int j = 0; j < 8; ++j) {
+      for (int j = 0; j < kVecs; ++j) {
         const uint8_t* aq = act.qs[t][s][j];
         p[j] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), lo[j], load256(aq)), hi[j],
                                    load256(aq + 32));
@@ -302,7 +311,8 @@ inline void gemv_row_sub(const uint8_t* row, int64_t b0, int64_t nb, const GemvA
         const __m256i t1 = _mm256_add_epi32(_mm256_unpacklo_epi32(q4[2], q4[3]), _mm256_unpackhi_epi32(q4[2], q4[3]));
         return _mm256_add_epi32(_mm256_unpacklo_epi64(t0, t1), _mm256_unpackhi_epi64(t0, t1));
       };
-      const __m512i sum = _mm512_inserti64x4(_mm512_castsi256_si512(tadd(p)), tadd(p + 4), 1);
+      const __m512i sum =
+          _mm512_inserti64x4(_mm512_castsi256_si512(tadd(p)), kHalf ? _mm256_setzero_si256() : tadd(p + 4), 1);
       _mm512_store_ps(sums.sf[t][k] + cs,
                       _mm512_cvtepi32_ps(_mm512_sub_epi32(sum, _mm512_load_si512(act.corr[t] + cs))));
     }
@@ -392,6 +402,8 @@ void gemv(const GemmArgs& g) {
           const int64_t b0 = c0 + kGemvSub * s;
           if (b0 + kGemvSub <= nb) {
             gemv_row_sub<K, T, true>(row, b0, nb, act, s, k, sums);
+          } else if (b0 + kGemvSub / 2 >= nb) {
+            gemv_row_sub<K, T, false, true>(row, b0, nb, act, s, k, sums);
           } else {
             gemv_row_sub<K, T, false>(row, b0, nb, act, s, k, sums);
           }
