@@ -12,7 +12,7 @@
 //     × 8 rows per 32 bytes; Q4_K interleaves two such groups into 4 columns × 16 rows per 64
 //     bytes), then a micro-kernel runs vpdpbusd with a broadcast 4-byte activation, one int32
 //     lane per weight row, scaling each sub-block's sum with vpmulld: Q4_K 4 tokens × 32 rows in
-//     zmm (229 G MAC/s per Zen 4 core at 64 rows × 64 tokens, the 8-row ymm kernel 143: it
+//     zmm (229 G MAC/s per Zen 5 core at 64 rows × 64 tokens, an 8-row ymm kernel 143: it
 //     spilled its accumulators), Q6_K 4 tokens × 16 rows in ymm.
 // GCC 12's AVX512 headers self-initialise their "undefined" vectors (__m512 __Y = __Y), which
 // -Wmaybe-uninitialized reports once the 512-bit intrinsics are inlined into the Q4_K kernel.
@@ -141,19 +141,10 @@ struct Q6kRow {
 
 // The 16-row layout (two 8-row groups interleaved by 32-byte units, unpack_group_q4k with
 // us = 64): one zmm holds 4 columns of 16 rows, so each broadcast activation word feeds 16 rows
-// and the accumulators of T tokens × G 16-row groups stay in registers (the 8-row ymm kernel
-// above spilled). Same integer sums and float steps, so the same bits.
+// and the accumulators of T tokens × G 16-row groups stay in registers (an 8-row ymm kernel
+// spilled them). Same integer sums and float steps, so the same bits.
 inline constexpr int kRows16 = 2 * kGroupRows;
 inline constexpr size_t kQ4k16BlockBytes = 2 * kQ4kGroupBlockBytes;
-
-// Q4_K's M pairs of gemm.h for a token's block: int32 (bp_2k | bp_2k+1 << 16), bp_j = bsums[2j] +
-// bsums[2j+1] (|.| <= 4096), k < 4.
-inline void bsum_pairs32(const BlockQ8K& a, int32_t* bp) {
-  for (int k = 0; k < 4; ++k) {
-    const int32_t lo = a.bsums[4 * k] + a.bsums[4 * k + 1], hi = a.bsums[4 * k + 2] + a.bsums[4 * k + 3];
-    bp[k] = int32_t((uint32_t(lo) & 0xFFFFu) | (uint32_t(hi) << 16));
-  }
-}
 
 inline void store_group16(const GemmArgs& g, int64_t t, int64_t grp, __m512 v) {
   const int64_t rows = std::min<int64_t>(kRows16, g.nr - kRows16 * grp);
@@ -196,13 +187,14 @@ void tile_q4k16(const GemmArgs& g, const uint8_t* tile, int64_t t0, int64_t grp0
       }
     }
     EM_KQ_UNROLL for (int t = 0; t < T; ++t) {
-      int32_t bp[4];
-      bsum_pairs32(a[t][b], bp);
+      __m256i bp[4];
+      bsum_pairs(a[t][b], bp);
       const __m512 ad = _mm512_set1_ps(a[t][b].d);
       EM_KQ_UNROLL for (int j = 0; j < G; ++j) {
         __m512i M = _mm512_setzero_si512();
         EM_KQ_UNROLL for (int k = 0; k < 4; ++k) {
-          M = _mm512_dpwssd_epi32(M, _mm512_loadu_si512(blk[j] + 2 * kQ4kMn + 64 * k), _mm512_set1_epi32(bp[k]));
+          M = _mm512_dpwssd_epi32(M, _mm512_loadu_si512(blk[j] + 2 * kQ4kMn + 64 * k),
+                                  _mm512_broadcastd_epi32(_mm256_castsi256_si128(bp[k])));
         }
         const __m512 dv = _mm512_loadu_ps(blk[j] + 2 * kQ4kD);
         const __m512 mv = _mm512_loadu_ps(blk[j] + 2 * kQ4kDmin);
