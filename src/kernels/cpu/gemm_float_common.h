@@ -39,6 +39,7 @@ namespace expertmesh::cpu::float_gemm {
 //   Acc zero();  W load_w(const uint8_t* row, int64_t c);  X load_x(const uint8_t* row, int64_t c)
 //   W load_w_tail(row, c, rem) / X load_x_tail(row, c, rem): columns c..c+rem-1, rest zero
 //   Acc madd(Acc acc, W w, X x);  float hsum(Acc acc)
+//   optional: void hsum16x16(const Acc* acc, float* out) = 16 hsum calls, batched
 
 // Outputs rows [r0, r0+R) × tokens [t0, t0+T) over columns [c_begin, c_end) (multiples of
 // kStep, except c_end == n); token t0+t's activations at x + t * x_stride. A column range that
@@ -103,11 +104,28 @@ inline void block(const GemmArgs& g, int64_t r0, int64_t t0, const uint8_t* x, s
       for (int r = 0; r < R; ++r) acc[r][t] = L::madd(acc[r][t], w[r], xv);
     }
   }
+  if constexpr (requires(const Acc* a, float* o) { L::hsum16x16(a, o); }) {
+    // 16 outputs per batched reduction (the same tree per output; padding sums are dropped).
+    constexpr int kN = R * T, kBatches = (kN + 15) / 16;
+    Acc flat[16 * kBatches];
+    float sums[16 * kBatches];
+#pragma GCC unroll 32
+    for (int i = 0; i < 16 * kBatches; ++i) flat[i] = i < kN ? acc[i / T][i % T] : L::zero();
+#pragma GCC unroll 2
+    for (int b = 0; b < kBatches; ++b) L::hsum16x16(flat + 16 * b, sums + 16 * b);
 #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) {
-    float* y = g.y + size_t(t0 + t) * size_t(g.ldy) + r0;
+    for (int t = 0; t < T; ++t) {
+      float* y = g.y + size_t(t0 + t) * size_t(g.ldy) + r0;
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) y[r] = L::hsum(acc[r][t]);
+      for (int r = 0; r < R; ++r) y[r] = sums[r * T + t];
+    }
+  } else {
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      float* y = g.y + size_t(t0 + t) * size_t(g.ldy) + r0;
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) y[r] = L::hsum(acc[r][t]);
+    }
   }
 }
 

@@ -13,20 +13,10 @@
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/gemm_float_common.h"
+#include "kernels/cpu/x86/hsum_avx512.h"
 
 namespace expertmesh::cpu {
 namespace {
-
-// Lanes (i, i+8), then (i, i+4), (i, i+2), (i, i+1): the same tree for every output.
-inline float hsum16(__m512 v) {
-  const __m256 lo = _mm512_castps512_ps256(v);
-  const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-  const __m256 s8 = _mm256_add_ps(lo, hi);
-  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-  const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-  const __m128 s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
-  return _mm_cvtss_f32(s1);
-}
 
 inline __mmask16 tail_mask16(int rem) { return __mmask16((1u << rem) - 1u); }
 
@@ -52,6 +42,7 @@ struct LanesBase {
   static __m512 zero() { return _mm512_setzero_ps(); }
   static __m512 madd(__m512 acc, __m512 w, __m512 x) { return _mm512_fmadd_ps(w, x, acc); }
   static float hsum(__m512 acc) { return hsum16(acc); }
+  static void hsum16x16(const __m512* acc, float* out) { cpu::hsum16x16(acc, out); }
 };
 
 struct F32Lanes : LanesBase {
