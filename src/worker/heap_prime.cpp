@@ -2,6 +2,7 @@
 
 #include <malloc.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -67,6 +68,20 @@ void prime_heap(size_t bytes) {
     __asm__ volatile("" : : "r"(p) : "memory");
   }
   for (auto it = blocks.rbegin(); it != blocks.rend(); ++it) std::free(*it);
+}
+
+bool populate_mapping(const void* addr, size_t bytes) {
+#ifdef MADV_POPULATE_READ
+  if (bytes == 0) return true;
+  const auto page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(addr) / page * page;
+  const uintptr_t end = reinterpret_cast<uintptr_t>(addr) + bytes;
+  return ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_READ) == 0;
+#else
+  (void)addr;
+  (void)bytes;
+  return false;
+#endif
 }
 
 }  // namespace expertmesh::worker
