@@ -8,7 +8,7 @@
 //
 // Two paths that give the same bits (both follow the canonical per-block formula):
 //  - GEMV (nt <= kGemvMaxTokens), straight from the weight rows, 8 rows per pass, each row read
-//    whole (up to 64 blocks per visit) so the weights stream in address order; per row and 16
+//    whole in one visit so the weights stream in address order; per row and 16
 //    blocks one vector pass gives the 16 exact block sums (Q8_0: a zmm holds two blocks' u8,
 //    eight vpdpbusd results transpose-add to one i32 lane per block; 4-bit: a ymm holds two
 //    blocks' packed bytes, low nibbles dot activations 0..15 and high nibbles 16..31 — the order
@@ -150,44 +150,68 @@ inline __m512i reduce16(const __m512i p[8]) {
 
 // ---- GEMV: nt <= kGemvMaxTokens, straight from the rows ------------------------------------------
 //
-// Memory order matters more than instruction count here: the rows are read one after another in
-// runs of up to kGemvChunk blocks (a whole 2048-wide row), kGemvRows rows per pass, so the weights
-// stream in address order (16 rows interleaved block by block reached about half the DRAM rate;
-// visits of 32 blocks per row, a third). Per row and sub-chunk of 16 blocks, one vector pass
-// stores the 16 exact block sums float(S_b) ([row][block]) and the blocks' fp16 scales (scalar
-// stores, [block][row]: cheaper than inserts or gathers) to a small stack buffer (GemvSums). Then
-// per sub-chunk the sums of the pass's 8 rows are transposed to one vector per block (lane =
-// row) and the canonical chain acc = fmaf(fp16(w.d) * a.d, float(S_b), acc) runs block by block
-// in column order, 8 rows × T chains at once. The chunk's activations are repacked once per
-// chunk for all rows of the tile (GemvAct). Measured and rejected: software-pipelining the chains into the next pass,
-// chunks of 32 or 128 blocks, 16 rows per pass (all of them enlarge the stack buffers or break the runs; from DRAM the
-// bigger L1 footprint cost 15-25%). Software prefetch of the same chunk of the row about 4 KiB of weights ahead
-// (prefetch_x86.h) gave +8-12% tg on the bench model with the pool's contiguous per-thread task ranges (an earlier
-// round-robin dealing of tiles hid it).
+// Memory order matters more than instruction count here: each row is read whole, one after
+// another, kGemvRows rows per pass, so the weights stream in address order (16 rows interleaved
+// block by block reached about half the DRAM rate; visiting rows in column chunks, as this kernel
+// did for rows over 2048 wide, ran 4096-wide rows at 27 GB/s and 6144-wide at 30 against 44 for
+// 2048-wide, two threads from DRAM). Per row and sub-chunk of 16 blocks, one vector pass stores
+// the 16 exact block sums float(S_b) ([row][block]) and the blocks' fp16 scales (scalar stores,
+// [block][row]: cheaper than inserts or gathers) to a buffer in scratch (GemvSums, the whole
+// row). Then per sub-chunk the sums of the pass's 8 rows are transposed to one vector per block
+// (lane = row) and the canonical chain acc = fmaf(fp16(w.d) * a.d, float(S_b), acc) runs block by
+// block in column order, 8 rows × T chains at once. The activations are repacked once per call
+// for all rows of the tile (GemvAct). Measured and rejected: software-pipelining the chains into
+// the next pass, 16 rows per pass (bigger L1 footprint, 15-25% slower from DRAM). Software
+// prefetch about 4 KiB of weights ahead in stream order (prefetch_x86.h) gave +8-12% tg on the
+// bench model with the pool's contiguous per-thread task ranges (an earlier round-robin dealing
+// of tiles hid it).
 inline constexpr int kGemvRows = 8;
 inline constexpr int64_t kGemvSub = 16;  // blocks per vector pass: one zmm of block sums
-inline constexpr int kGemvSubs = 4;
-inline constexpr int64_t kGemvChunk = kGemvSub * kGemvSubs;
 
-// Activations of one chunk for T tokens. qs[t][s][j] (64 bytes) for sub-chunk s: Q8_0, the 32 qs
-// of blocks pair_lo(j) (bytes 0..31) and pair_lo(j) + 4 (bytes 32..63); 4-bit, qs[0..15] of
-// those two blocks (bytes 0..15, 16..31) and their qs[16..31] (bytes 32..47, 48..63).
-// corr = offset · a.s, d = a.d per block of the chunk. Block indices past the row repeat the last
-// block (their sums are computed and never used).
+// Activations of one call for T tokens, nsub sub-chunks (the row's blocks rounded up to 16), in
+// scratch. qs(t, s, j) (64 bytes) for sub-chunk s: Q8_0, the 32 qs of blocks pair_lo(j) (bytes
+// 0..31) and pair_lo(j) + 4 (bytes 32..63); 4-bit, qs[0..15] of those two blocks (bytes 0..15,
+// 16..31) and their qs[16..31] (bytes 32..47, 48..63). corr = offset · a.s, d = a.d per block.
+// Block indices past the row repeat the last block (their sums are computed and never used).
 template <int T>
 struct GemvAct {
-  alignas(64) uint8_t qs[T][kGemvSubs][8][64];
-  alignas(64) int32_t corr[T][kGemvChunk];
-  alignas(64) float d[T][kGemvChunk];
+  uint8_t* qs_ = nullptr;
+  int32_t* corr_ = nullptr;
+  float* d_ = nullptr;
+  int64_t nbp = 0;  // blocks rounded up to kGemvSub
+  uint8_t* qs(int t, int s, int j) const { return qs_ + ((size_t(t) * size_t(nbp / kGemvSub) + s) * 8 + j) * 64; }
+  int32_t* corr(int t) const { return corr_ + size_t(t) * nbp; }
+  float* d(int t) const { return d_ + size_t(t) * nbp; }
 };
 
 // The weight scales (fp16, [block][row], written by scalar stores: no shuffles) and per token
-// float(S_b) ([row][block], transposed by the chain) of the pass's rows over the chunk.
+// float(S_b) ([row][block], transposed by the chain) of the pass's rows over the whole row.
 template <int T>
 struct GemvSums {
-  alignas(64) uint16_t wd[kGemvChunk][kGemvRows];
-  alignas(64) float sf[T][kGemvRows][kGemvChunk];
+  uint16_t* wd_ = nullptr;
+  float* sf_ = nullptr;
+  int64_t nbp = 0;
+  uint16_t* wd(int64_t b) const { return wd_ + size_t(b) * kGemvRows; }
+  float* sf(int t, int k) const { return sf_ + (size_t(t) * kGemvRows + k) * nbp; }
 };
+
+// Carves GemvAct and GemvSums for nb blocks out of scratch: T·(nbp·72) + nbp·(16 + 32·T) bytes,
+// far below gemm_scratch_bytes(n) (about 96 bytes per column).
+template <int T>
+void gemv_buffers(uint8_t* scratch, int64_t nb, GemvAct<T>& act, GemvSums<T>& sums) {
+  const int64_t nbp = (nb + kGemvSub - 1) / kGemvSub * kGemvSub;
+  uint8_t* p = scratch;
+  act.nbp = sums.nbp = nbp;
+  act.qs_ = p;
+  p += size_t(T) * size_t(nbp) * 32;
+  act.corr_ = reinterpret_cast<int32_t*>(p);
+  p += size_t(T) * size_t(nbp) * 4;
+  act.d_ = reinterpret_cast<float*>(p);
+  p += size_t(T) * size_t(nbp) * 4;
+  sums.sf_ = reinterpret_cast<float*>(p);
+  p += size_t(T) * kGemvRows * size_t(nbp) * 4;
+  sums.wd_ = reinterpret_cast<uint16_t*>(p);
+}
 
 // Vector j of a sub-chunk holds blocks pair_lo(j) and pair_lo(j) + 4: the order reduce16 (Q8_0)
 // and the two 4-vector transpose-adds (4-bit) turn into block order.
@@ -199,19 +223,19 @@ inline int64_t blk(int64_t b0, int i, int64_t nb) {
 }
 
 template <Kind K, int T>
-void pack_gemv_act(const GemmArgs& g, int64_t c0, int64_t nc, int64_t nb, GemvAct<T>& act) {
-  const int nsub = static_cast<int>((nc + kGemvSub - 1) / kGemvSub);
+void pack_gemv_act(const GemmArgs& g, int64_t nb, const GemvAct<T>& act) {
+  const int nsub = static_cast<int>(act.nbp / kGemvSub);
 #pragma GCC unroll 2
   for (int t = 0; t < T; ++t) {
     const uint8_t* a = g.a + size_t(t) * g.a_stride + lg::kActQs;
     for (int s = 0; s < nsub; ++s) {
-      const int64_t b0 = c0 + kGemvSub * s;
+      const int64_t b0 = kGemvSub * s;
       if constexpr (K == Kind::kQ8_0) {
 #pragma GCC unroll 8
         for (int j = 0; j < 8; ++j) {
           const int64_t lo = blk<false>(b0, pair_lo(j), nb), hi = blk<false>(b0, pair_lo(j) + 4, nb);
-          _mm256_store_si256(reinterpret_cast<__m256i*>(act.qs[t][s][j]), load256(a + size_t(lo) * lg::kActBlockBytes));
-          _mm256_store_si256(reinterpret_cast<__m256i*>(act.qs[t][s][j] + 32),
+          _mm256_store_si256(reinterpret_cast<__m256i*>(act.qs(t, s, j)), load256(a + size_t(lo) * lg::kActBlockBytes));
+          _mm256_store_si256(reinterpret_cast<__m256i*>(act.qs(t, s, j) + 32),
                              load256(a + size_t(hi) * lg::kActBlockBytes));
         }
       } else {
@@ -219,7 +243,7 @@ void pack_gemv_act(const GemmArgs& g, int64_t c0, int64_t nc, int64_t nb, GemvAc
         for (int j = 0; j < 8; ++j) {
           const uint8_t* qa = a + size_t(blk<false>(b0, pair_lo(j), nb)) * lg::kActBlockBytes;
           const uint8_t* qb = a + size_t(blk<false>(b0, pair_lo(j) + 4, nb)) * lg::kActBlockBytes;
-          uint8_t* dst = act.qs[t][s][j];
+          uint8_t* dst = act.qs(t, s, j);
           _mm_store_si128(reinterpret_cast<__m128i*>(dst), load128(qa));
           _mm_store_si128(reinterpret_cast<__m128i*>(dst + 16), load128(qb));
           _mm_store_si128(reinterpret_cast<__m128i*>(dst + 32), load128(qa + 16));
@@ -228,16 +252,16 @@ void pack_gemv_act(const GemmArgs& g, int64_t c0, int64_t nc, int64_t nb, GemvAc
       }
     }
     const uint8_t* ab = g.a + size_t(t) * g.a_stride;
-    for (int64_t c = 0; c < nsub * kGemvSub; ++c) {
-      const uint8_t* blk_a = ab + size_t(blk<false>(c0, static_cast<int>(c), nb)) * lg::kActBlockBytes;
-      act.corr[t][c] = kOffset<K> * load_i32(blk_a + lg::kActS);
-      act.d[t][c] = load_f32(blk_a + lg::kActD);
+    for (int64_t c = 0; c < act.nbp; ++c) {
+      const uint8_t* blk_a = ab + size_t(std::min(c, nb - 1)) * lg::kActBlockBytes;
+      act.corr(t)[c] = kOffset<K> * load_i32(blk_a + lg::kActS);
+      act.d(t)[c] = load_f32(blk_a + lg::kActD);
     }
   }
 }
 
 // Row k of the pass, sub-chunk s (blocks b0 = c0 + 16 s .., chunk position cs = 16 s): the 16
-// blocks' fp16 scales into sums.wd[cs + i][k] and float(S_b) into sums.sf[t][k][cs + i].
+// blocks' fp16 scales into sums.wd(cs + i)[k] and float(S_b) into sums.sf(t, k)[cs + i].
 // kHalf: at most 8 blocks are left (rows of 768 = 16 + 8 blocks, the down projection of Qwen3-30B's
 // experts): only vectors j < 4 (blocks 0..7) are loaded and dotted, the sums of blocks 8..15 are
 // zeros the chain never reads (computing them from repeated last blocks cost a quarter of the
@@ -251,7 +275,7 @@ inline void gemv_row_sub(const uint8_t* row, int64_t b0, int64_t nb, const GemvA
   const int64_t cs = kGemvSub * s;
 #pragma GCC unroll 16
   for (int i = 0; i < kBlocks; ++i) {
-    sums.wd[cs + i][k] = static_cast<uint16_t>(load_u16(row + size_t(blk<kFull>(b0, i, nb)) * bs));
+    sums.wd(cs + i)[k] = static_cast<uint16_t>(load_u16(row + size_t(blk<kFull>(b0, i, nb)) * bs));
   }
   if constexpr (K == Kind::kQ8_0) {
     __m512i w[8];
@@ -270,11 +294,11 @@ inline void gemv_row_sub(const uint8_t* row, int64_t b0, int64_t nb, const GemvA
       __m512i p[8];
 #pragma GCC unroll 8
       for (int j = 0; j < 8; ++j) {
-        p[j] = j < kVecs ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[j], _mm512_load_si512(act.qs[t][s][j]))
+        p[j] = j < kVecs ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[j], _mm512_load_si512(act.qs(t, s, j)))
                          : _mm512_setzero_si512();
       }
-      const __m512i sum = _mm512_sub_epi32(reduce16(p), _mm512_load_si512(act.corr[t] + cs));
-      _mm512_store_ps(sums.sf[t][k] + cs, _mm512_cvtepi32_ps(sum));
+      const __m512i sum = _mm512_sub_epi32(reduce16(p), _mm512_load_si512(act.corr(t) + cs));
+      _mm512_store_ps(sums.sf(t, k) + cs, _mm512_cvtepi32_ps(sum));
     }
   } else {
     // 4-bit: ymm j holds the 16 packed bytes of blocks pair_lo(j) (low lane) and pair_lo(j) + 4
@@ -300,7 +324,7 @@ inline void gemv_row_sub(const uint8_t* row, int64_t b0, int64_t nb, const GemvA
       __m256i p[8];
 #pragma GCC unroll 8
       for (int j = 0; j < kVecs; ++j) {
-        const uint8_t* aq = act.qs[t][s][j];
+        const uint8_t* aq = act.qs(t, s, j);
         p[j] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), lo[j], load256(aq)), hi[j],
                                    load256(aq + 32));
       }
@@ -313,8 +337,8 @@ inline void gemv_row_sub(const uint8_t* row, int64_t b0, int64_t nb, const GemvA
       };
       const __m512i sum =
           _mm512_inserti64x4(_mm512_castsi256_si512(tadd(p)), kHalf ? _mm256_setzero_si256() : tadd(p + 4), 1);
-      _mm512_store_ps(sums.sf[t][k] + cs,
-                      _mm512_cvtepi32_ps(_mm512_sub_epi32(sum, _mm512_load_si512(act.corr[t] + cs))));
+      _mm512_store_ps(sums.sf(t, k) + cs,
+                      _mm512_cvtepi32_ps(_mm512_sub_epi32(sum, _mm512_load_si512(act.corr(t) + cs))));
     }
   }
 }
@@ -367,14 +391,14 @@ inline void gemv_chain(const GemvSums<T>& sums, const float* const ad[T], int s,
   for (int t = 0; t < T; ++t) {
     __m512 v[8];
 #pragma GCC unroll 8
-    for (int k = 0; k < 8; ++k) v[k] = _mm512_load_ps(sums.sf[t][k] + cs);
+    for (int k = 0; k < 8; ++k) v[k] = _mm512_load_ps(sums.sf(t, k) + cs);
     __m256 o[16];
     transpose8x16(v, o);
     __m256 a = acc[t];
 #pragma GCC unroll 16
     for (int c = 0; c < 16; ++c) {
       if (!kFull && cs + c >= nc) break;
-      const __m256 wd = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(sums.wd[cs + c])));
+      const __m256 wd = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(sums.wd(cs + c))));
       a = _mm256_fmadd_ps(_mm256_mul_ps(wd, _mm256_set1_ps(ad[t][cs + c])), o[c], a);
     }
     acc[t] = a;
@@ -386,46 +410,44 @@ void gemv(const GemmArgs& g) {
   const int64_t nb = g.n / 32;
   GemvAct<T> act;
   GemvSums<T> sums;
+  gemv_buffers<T>(g.scratch, nb, act, sums);
   alignas(64) float accs[T][kGemmMaxTileRows + kGemvRows] = {};  // +0: the chains' start
-  for (int64_t c0 = 0; c0 < nb; c0 += kGemvChunk) {
-    const int64_t nc = std::min(kGemvChunk, nb - c0);
-    const int nsub = static_cast<int>((nc + kGemvSub - 1) / kGemvSub);
-    const size_t chunk_bytes = size_t(nc) * kBlockBytes<K>;
-    const size_t ahead = (kGemvPrefetchAhead + chunk_bytes - 1) / chunk_bytes;
-    pack_gemv_act<K, T>(g, c0, nc, nb, act);
-    for (int64_t r0 = 0; r0 < g.nr; r0 += kGemvRows) {
-      for (int k = 0; k < kGemvRows; ++k) {
-        const uint8_t* row = g.w + size_t(std::min<int64_t>(r0 + k, g.nr - 1)) * g.w_stride;
-        // The same chunk of the row `ahead` rows on (rows are visited chunk by chunk).
-        prefetch_lines(row + ahead * g.w_stride + size_t(c0) * kBlockBytes<K>, size_t(nc) * kBlockBytes<K>);
-        for (int s = 0; s < nsub; ++s) {
-          const int64_t b0 = c0 + kGemvSub * s;
-          if (b0 + kGemvSub <= nb) {
-            gemv_row_sub<K, T, true>(row, b0, nb, act, s, k, sums);
-          } else if (b0 + kGemvSub / 2 >= nb) {
-            gemv_row_sub<K, T, false, true>(row, b0, nb, act, s, k, sums);
-          } else {
-            gemv_row_sub<K, T, false>(row, b0, nb, act, s, k, sums);
-          }
-        }
-      }
-      __m256 acc[T];
-      const float* ad[T];
-#pragma GCC unroll 2
-      for (int t = 0; t < T; ++t) {
-        acc[t] = _mm256_load_ps(accs[t] + r0);
-        ad[t] = act.d[t];
-      }
+  const int nsub = static_cast<int>(act.nbp / kGemvSub);
+  constexpr size_t kSubBytes = size_t(kGemvSub) * kBlockBytes<K>;
+  pack_gemv_act<K, T>(g, nb, act);
+  for (int64_t r0 = 0; r0 < g.nr; r0 += kGemvRows) {
+    for (int k = 0; k < kGemvRows; ++k) {
+      const uint8_t* row = g.w + size_t(std::min<int64_t>(r0 + k, g.nr - 1)) * g.w_stride;
       for (int s = 0; s < nsub; ++s) {
-        if (kGemvSub * (s + 1) <= nc) {
-          gemv_chain<T, true>(sums, ad, s, nc, acc);
+        const int64_t b0 = kGemvSub * s;
+        // About 4 KiB on in the stream: later in this row, or in the rows after it.
+        const uint8_t* here = row + size_t(b0) * kBlockBytes<K>;
+        prefetch_lines(here + kGemvPrefetchAhead, kSubBytes);
+        if (b0 + kGemvSub <= nb) {
+          gemv_row_sub<K, T, true>(row, b0, nb, act, s, k, sums);
+        } else if (b0 + kGemvSub / 2 >= nb) {
+          gemv_row_sub<K, T, false, true>(row, b0, nb, act, s, k, sums);
         } else {
-          gemv_chain<T, false>(sums, ad, s, nc, acc);
+          gemv_row_sub<K, T, false>(row, b0, nb, act, s, k, sums);
         }
       }
-#pragma GCC unroll 2
-      for (int t = 0; t < T; ++t) _mm256_store_ps(accs[t] + r0, acc[t]);
     }
+    __m256 acc[T];
+    const float* ad[T];
+#pragma GCC unroll 2
+    for (int t = 0; t < T; ++t) {
+      acc[t] = _mm256_load_ps(accs[t] + r0);
+      ad[t] = act.d(t);
+    }
+    for (int s = 0; s < nsub; ++s) {
+      if (kGemvSub * (s + 1) <= nb) {
+        gemv_chain<T, true>(sums, ad, s, nb, acc);
+      } else {
+        gemv_chain<T, false>(sums, ad, s, nb, acc);
+      }
+    }
+#pragma GCC unroll 2
+    for (int t = 0; t < T; ++t) _mm256_store_ps(accs[t] + r0, acc[t]);
   }
   for (int t = 0; t < T; ++t) {
     for (int64_t r = 0; r < g.nr; ++r) g.y[t * g.ldy + r] = accs[t][r];
