@@ -6,8 +6,8 @@
 // types use vpmaddubsw, which cannot saturate for them: Q4_0 as q (u8, <= 15) × a with the
 // correction -8·a.s; IQ4_NL as |a| × sign(v, a), |v| <= 127 (|-128| = 128 is exact as u8).
 //
-// One path for every nt: tokens go in groups of up to kMaxTokens, packed once into scratch (per
-// block 320 bytes: per token 64 bytes — Q8_0 the qs as int16, 4-bit the qs then |qs| — then
+// GEMV (nt <= 2): each row read whole, details above gemv(). Otherwise tokens go in groups of up to kMaxTokens, packed
+// once into scratch (per block 320 bytes: per token 64 bytes — Q8_0 the qs as int16, 4-bit the qs then |qs| — then
 // kMaxTokens f32 d and kMaxTokens i32 -8·s). For each group of 8 weight rows and each block, a
 // row's weights are prepared in registers, each token gets 8 partial sums per row, and a vphaddd
 // tree turns the 8 rows' partials into one lane per row; the per-block scale multiply and fmaf
@@ -24,6 +24,7 @@
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/gemm_legacy_common.h"
+#include "kernels/cpu/prefetch_x86.h"
 #include "kernels/quant/legacy_blocks.h"
 
 namespace expertmesh::cpu {
@@ -189,9 +190,156 @@ void token_group(const GemmArgs& g, const uint8_t* pack, int64_t t0) {
   for (int64_t r0 = 0; r0 < g.nr; r0 += kGroupRows) rows8<K, T>(g, r0, pack, g.y + t0 * g.ldy + r0);
 }
 
+// ---- GEMV: nt <= kGemvMaxTokens, each row read whole ---------------------------------------------
+//
+// rows8 above reads its 8 rows interleaved block by block: from DRAM that pattern ran Q8_0 tg at
+// about half the rate of the AVX512 kernel, which reads the rows one after another. Here, as
+// there, each row is visited once, whole: per 8 blocks one hadd tree gives the row's 8 exact
+// block sums S_b (stored as floats, [row][block]) and the blocks' fp16 scales go to
+// [block][row] by scalar stores; after the pass's 8 rows an 8×8 transpose per 8 blocks turns the
+// sums into one vector per block (lane = row), and the canonical chain
+// acc = fmaf(fp16(w.d) * a.d, float(S_b), acc) runs in column order, the same operations as
+// rows8. Software prefetch 4 KiB ahead in stream order.
+inline constexpr int64_t kGemvMaxTokens = 2;
+inline constexpr int64_t kGemvSub = 8;  // blocks per hadd tree
+
+// Scratch layout for nb blocks (nbp = nb rounded up to 8), T tokens: qs [nbp][T][64] as packed by
+// pack_tokens for one token, d and corr [T][nbp], sums sf [T][8][nbp], scales wd [nbp][8].
+template <int T>
+struct GemvBufs {
+  int64_t nbp = 0;
+  uint8_t* qs_ = nullptr;
+  float* d_ = nullptr;
+  int32_t* corr_ = nullptr;
+  float* sf_ = nullptr;
+  uint16_t* wd_ = nullptr;
+  GemvBufs(uint8_t* scratch, int64_t nb) : nbp((nb + kGemvSub - 1) / kGemvSub * kGemvSub) {
+    uint8_t* p = scratch;
+    qs_ = p;
+    p += size_t(nbp) * T * 64;
+    d_ = reinterpret_cast<float*>(p);
+    p += size_t(T) * size_t(nbp) * 4;
+    corr_ = reinterpret_cast<int32_t*>(p);
+    p += size_t(T) * size_t(nbp) * 4;
+    sf_ = reinterpret_cast<float*>(p);
+    p += size_t(T) * kGroupRows * size_t(nbp) * 4;
+    wd_ = reinterpret_cast<uint16_t*>(p);
+  }
+  const uint8_t* qs(int64_t b, int t) const { return qs_ + (size_t(b) * T + t) * 64; }
+  float* d(int t) const { return d_ + size_t(t) * nbp; }
+  int32_t* corr(int t) const { return corr_ + size_t(t) * nbp; }
+  float* sf(int t, int k) const { return sf_ + (size_t(t) * kGroupRows + k) * nbp; }
+  uint16_t* wd(int64_t b) const { return wd_ + size_t(b) * kGroupRows; }
+};
+
+// The activations of the call's T tokens in the layout row_partial reads; blocks past the row
+// repeat the last block (their sums are computed and never used).
+template <Kind K, int T>
+void pack_gemv(const GemmArgs& g, int64_t nb, const GemvBufs<T>& bf) {
+  constexpr int32_t offset = K == Kind::kQ4_0 ? 8 : 0;
+  for (int64_t b = 0; b < bf.nbp; ++b) {
+    for (int t = 0; t < T; ++t) {
+      const uint8_t* ab = g.a + size_t(t) * g.a_stride + size_t(std::min(b, nb - 1)) * lg::kActBlockBytes;
+      auto* o = reinterpret_cast<__m256i*>(const_cast<uint8_t*>(bf.qs(b, t)));
+      if constexpr (K == Kind::kQ8_0) {
+        _mm256_store_si256(o, _mm256_cvtepi8_epi16(load128(ab + lg::kActQs)));
+        _mm256_store_si256(o + 1, _mm256_cvtepi8_epi16(load128(ab + lg::kActQs + 16)));
+      } else {
+        const __m256i q = load256(ab + lg::kActQs);
+        _mm256_store_si256(o, q);
+        _mm256_store_si256(o + 1, _mm256_abs_epi8(q));
+      }
+      bf.d(t)[b] = load_f32(ab + lg::kActD);
+      bf.corr(t)[b] = -offset * load_i32(ab + lg::kActS);
+    }
+  }
+}
+
+// 8×8 transpose: o[c] lane r = v[r] lane c.
+inline void transpose8x8(const __m256 v[8], __m256 o[8]) {
+  __m256 a[8], b[8];
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    a[2 * i] = _mm256_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+    a[2 * i + 1] = _mm256_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+  }
+#pragma GCC unroll 2
+  for (int i = 0; i < 2; ++i) {
+    b[4 * i + 0] = _mm256_shuffle_ps(a[4 * i], a[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    b[4 * i + 1] = _mm256_shuffle_ps(a[4 * i], a[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    b[4 * i + 2] = _mm256_shuffle_ps(a[4 * i + 1], a[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    b[4 * i + 3] = _mm256_shuffle_ps(a[4 * i + 1], a[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  // b[j] (rows 0..3) and b[4 + j] (rows 4..7): 128-bit lane L holds elements j + 4L.
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    o[j] = _mm256_permute2f128_ps(b[j], b[4 + j], 0x20);
+    o[4 + j] = _mm256_permute2f128_ps(b[j], b[4 + j], 0x31);
+  }
+}
+
+template <Kind K, int T>
+void gemv(const GemmArgs& g) {
+  constexpr size_t bs = kBlockBytes<K>;
+  const int64_t nb = g.n / 32;
+  const GemvBufs<T> bf(g.scratch, nb);
+  pack_gemv<K, T>(g, nb, bf);
+  const int64_t nsub = bf.nbp / kGemvSub;
+  for (int64_t r0 = 0; r0 < g.nr; r0 += kGroupRows) {
+    for (int k = 0; k < kGroupRows; ++k) {
+      const uint8_t* row = g.w + size_t(std::min<int64_t>(r0 + k, g.nr - 1)) * g.w_stride;
+      for (int64_t s = 0; s < nsub; ++s) {
+        const int64_t b0 = kGemvSub * s;
+        prefetch_lines(row + size_t(b0) * bs + kGemvPrefetchAhead, size_t(kGemvSub) * bs);
+        __m256i p[T][kGemvSub];
+#pragma GCC unroll 8
+        for (int i = 0; i < kGemvSub; ++i) {
+          const int64_t b = std::min(b0 + i, nb - 1);
+          bf.wd(b0 + i)[k] = static_cast<uint16_t>(load_u16(row + size_t(b) * bs));
+          __m256i x, y;
+          prep_block<K>(row + size_t(b) * bs, x, y);
+#pragma GCC unroll 2
+          for (int t = 0; t < T; ++t) p[t][i] = row_partial<K>(x, y, bf.qs(b0 + i, t));
+        }
+#pragma GCC unroll 2
+        for (int t = 0; t < T; ++t) {
+          __m256i sum = lg::hsum8x8(p[t]);
+          if constexpr (K == Kind::kQ4_0)
+            sum = _mm256_add_epi32(sum, _mm256_load_si256(reinterpret_cast<const __m256i*>(bf.corr(t) + b0)));
+          _mm256_store_ps(bf.sf(t, k) + b0, _mm256_cvtepi32_ps(sum));
+        }
+      }
+    }
+    const int64_t valid = std::min<int64_t>(kGroupRows, g.nr - r0);
+    const __m256i mask =
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(valid)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#pragma GCC unroll 2
+    for (int t = 0; t < T; ++t) {
+      __m256 acc = _mm256_setzero_ps();
+      const float* ad = bf.d(t);
+      for (int64_t s = 0; s < nsub; ++s) {
+        const int64_t b0 = kGemvSub * s;
+        __m256 v[8], o[8];
+#pragma GCC unroll 8
+        for (int k = 0; k < kGroupRows; ++k) v[k] = _mm256_load_ps(bf.sf(t, k) + b0);
+        transpose8x8(v, o);
+#pragma GCC unroll 8
+        for (int c = 0; c < kGemvSub; ++c) {
+          if (b0 + c >= nb) break;
+          const __m256 ws = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(bf.wd(b0 + c))));
+          acc = _mm256_fmadd_ps(_mm256_mul_ps(ws, _mm256_set1_ps(ad[b0 + c])), o[c], acc);
+        }
+      }
+      _mm256_maskstore_ps(g.y + t * g.ldy + r0, mask, acc);
+    }
+  }
+}
+
 template <Kind K>
 void gemm_legacy(const GemmArgs& g) {
   if (g.nr <= 0 || g.nt <= 0) return;
+  if (g.nt == 1) return gemv<K, 1>(g);
+  if (g.nt <= kGemvMaxTokens) return gemv<K, 2>(g);
   uint8_t* const pack = g.scratch;
   for (int64_t t0 = 0; t0 < g.nt; t0 += kMaxTokens) {
     const int nt = static_cast<int>(std::min<int64_t>(kMaxTokens, g.nt - t0));
