@@ -278,6 +278,23 @@ inline void transpose8x8(const __m256 v[8], __m256 o[8]) {
   }
 }
 
+// Row k's blocks b0..b0+7 (kFull: all inside the row; else past nb repeat the last): scales to
+// bf.wd, 8 partial-sum vectors per token to p.
+template <Kind K, int T, bool kFull>
+[[gnu::always_inline]] inline void gemv_sub(const uint8_t* row, int64_t b0, int64_t nb, int k, const GemvBufs<T>& bf,
+                                            __m256i p[T][kGemvSub]) {
+  constexpr size_t bs = kBlockBytes<K>;
+#pragma GCC unroll 8
+  for (int i = 0; i < kGemvSub; ++i) {
+    const int64_t b = kFull ? b0 + i : std::min(b0 + i, nb - 1);
+    bf.wd(b0 + i)[k] = static_cast<uint16_t>(load_u16(row + size_t(b) * bs));
+    __m256i x, y;
+    prep_block<K>(row + size_t(b) * bs, x, y);
+#pragma GCC unroll 2
+    for (int t = 0; t < T; ++t) p[t][i] = row_partial<K>(x, y, bf.qs(b0 + i, t));
+  }
+}
+
 template <Kind K, int T>
 void gemv(const GemmArgs& g) {
   constexpr size_t bs = kBlockBytes<K>;
@@ -292,14 +309,10 @@ void gemv(const GemmArgs& g) {
         const int64_t b0 = kGemvSub * s;
         prefetch_lines(row + size_t(b0) * bs + kGemvPrefetchAhead, size_t(kGemvSub) * bs);
         __m256i p[T][kGemvSub];
-#pragma GCC unroll 8
-        for (int i = 0; i < kGemvSub; ++i) {
-          const int64_t b = std::min(b0 + i, nb - 1);
-          bf.wd(b0 + i)[k] = static_cast<uint16_t>(load_u16(row + size_t(b) * bs));
-          __m256i x, y;
-          prep_block<K>(row + size_t(b) * bs, x, y);
-#pragma GCC unroll 2
-          for (int t = 0; t < T; ++t) p[t][i] = row_partial<K>(x, y, bf.qs(b0 + i, t));
+        if (b0 + kGemvSub <= nb) {
+          gemv_sub<K, T, true>(row, b0, nb, k, bf, p);
+        } else {
+          gemv_sub<K, T, false>(row, b0, nb, k, bf, p);
         }
 #pragma GCC unroll 2
         for (int t = 0; t < T; ++t) {
