@@ -81,28 +81,32 @@ inline void prep_block(const uint8_t* blk, __m256i& x, __m256i& y) {
   }
 }
 
+// One token's activation block ab as row_partial reads it: 64 bytes at qs (Q8_0 the qs widened to
+// int16, the 4-bit types the qs and then |qs| as u8), a.d to d and -offset·a.s to corr (both
+// 4 bytes, any alignment).
+inline void pack_block(const uint8_t* ab, bool widen, int32_t offset, uint8_t* qs, uint8_t* d, uint8_t* corr) {
+  auto* o = reinterpret_cast<__m256i*>(qs);
+  if (widen) {
+    _mm256_store_si256(o, _mm256_cvtepi8_epi16(load128(ab + lg::kActQs)));
+    _mm256_store_si256(o + 1, _mm256_cvtepi8_epi16(load128(ab + lg::kActQs + 16)));
+  } else {
+    const __m256i q = load256(ab + lg::kActQs);
+    _mm256_store_si256(o, q);
+    _mm256_store_si256(o + 1, _mm256_abs_epi8(q));  // |-128| = 0x80 = 128 as u8
+  }
+  std::memcpy(d, ab + lg::kActD, 4);
+  const int32_t c = -offset * load_i32(ab + lg::kActS);
+  std::memcpy(corr, &c, 4);
+}
+
 // Packs the activations of tokens t0..t0+nt-1 (nt <= kMaxTokens) into dst (nb × kPackBlockBytes):
-// per token 64 bytes, Q8_0 the qs widened to int16, the 4-bit types the qs and then |qs| (u8);
-// then kMaxTokens f32 d and kMaxTokens i32 -offset·s.
+// per token 64 bytes (pack_block), then kMaxTokens f32 d and kMaxTokens i32 -offset·s.
 void pack_tokens(const GemmArgs& g, int64_t t0, int nt, bool widen, int32_t offset, uint8_t* dst) {
   const int64_t nb = g.n / 32;
   for (int64_t b = 0; b < nb; ++b, dst += kPackBlockBytes) {
     for (int t = 0; t < nt; ++t) {
       const uint8_t* ab = g.a + size_t(t0 + t) * g.a_stride + size_t(b) * lg::kActBlockBytes;
-      auto* o = reinterpret_cast<__m256i*>(dst + 64 * t);
-      if (widen) {
-        _mm256_store_si256(o, _mm256_cvtepi8_epi16(load128(ab + lg::kActQs)));
-        _mm256_store_si256(o + 1, _mm256_cvtepi8_epi16(load128(ab + lg::kActQs + 16)));
-      } else {
-        const __m256i q = load256(ab + lg::kActQs);
-        _mm256_store_si256(o, q);
-        _mm256_store_si256(o + 1, _mm256_abs_epi8(q));  // |-128| = 0x80 = 128 as u8
-      }
-      std::memcpy(dst + kPackD + 4 * t, ab + lg::kActD, 4);
-      int32_t s;
-      std::memcpy(&s, ab + lg::kActS, 4);
-      const int32_t corr = -offset * s;
-      std::memcpy(dst + kPackCorr + 4 * t, &corr, 4);
+      pack_block(ab, widen, offset, dst + 64 * t, dst + kPackD + 4 * t, dst + kPackCorr + 4 * t);
     }
   }
 }
@@ -225,7 +229,7 @@ struct GemvBufs {
     p += size_t(T) * kGroupRows * size_t(nbp) * 4;
     wd_ = reinterpret_cast<uint16_t*>(p);
   }
-  const uint8_t* qs(int64_t b, int t) const { return qs_ + (size_t(b) * T + t) * 64; }
+  uint8_t* qs(int64_t b, int t) const { return qs_ + (size_t(b) * T + t) * 64; }
   float* d(int t) const { return d_ + size_t(t) * nbp; }
   int32_t* corr(int t) const { return corr_ + size_t(t) * nbp; }
   float* sf(int t, int k) const { return sf_ + (size_t(t) * kGroupRows + k) * nbp; }
@@ -236,21 +240,11 @@ struct GemvBufs {
 // repeat the last block (their sums are computed and never used).
 template <Kind K, int T>
 void pack_gemv(const GemmArgs& g, int64_t nb, const GemvBufs<T>& bf) {
-  constexpr int32_t offset = K == Kind::kQ4_0 ? 8 : 0;
   for (int64_t b = 0; b < bf.nbp; ++b) {
     for (int t = 0; t < T; ++t) {
       const uint8_t* ab = g.a + size_t(t) * g.a_stride + size_t(std::min(b, nb - 1)) * lg::kActBlockBytes;
-      auto* o = reinterpret_cast<__m256i*>(const_cast<uint8_t*>(bf.qs(b, t)));
-      if constexpr (K == Kind::kQ8_0) {
-        _mm256_store_si256(o, _mm256_cvtepi8_epi16(load128(ab + lg::kActQs)));
-        _mm256_store_si256(o + 1, _mm256_cvtepi8_epi16(load128(ab + lg::kActQs + 16)));
-      } else {
-        const __m256i q = load256(ab + lg::kActQs);
-        _mm256_store_si256(o, q);
-        _mm256_store_si256(o + 1, _mm256_abs_epi8(q));
-      }
-      bf.d(t)[b] = load_f32(ab + lg::kActD);
-      bf.corr(t)[b] = -offset * load_i32(ab + lg::kActS);
+      pack_block(ab, K == Kind::kQ8_0, K == Kind::kQ4_0 ? 8 : 0, bf.qs(b, t), reinterpret_cast<uint8_t*>(bf.d(t) + b),
+                 reinterpret_cast<uint8_t*>(bf.corr(t) + b));
     }
   }
 }

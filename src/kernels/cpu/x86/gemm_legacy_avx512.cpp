@@ -195,7 +195,7 @@ struct GemvSums {
   float* sf(int t, int k) const { return sf_ + (size_t(t) * kGemvRows + k) * nbp; }
 };
 
-// Carves GemvAct and GemvSums for nb blocks out of scratch: T·(nbp·72) + nbp·(16 + 32·T) bytes,
+// Carves GemvAct and GemvSums for nb blocks out of scratch: nbp·(72·T + 16) bytes,
 // far below gemm_scratch_bytes(n) (about 96 bytes per column).
 template <int T>
 void gemv_buffers(uint8_t* scratch, int64_t nb, GemvAct<T>& act, GemvSums<T>& sums) {
@@ -411,10 +411,12 @@ void gemv(const GemmArgs& g) {
   GemvAct<T> act;
   GemvSums<T> sums;
   gemv_buffers<T>(g.scratch, nb, act, sums);
-  alignas(64) float accs[T][kGemmMaxTileRows + kGemvRows] = {};  // +0: the chains' start
   const int nsub = static_cast<int>(act.nbp / kGemvSub);
   constexpr size_t kSubBytes = size_t(kGemvSub) * kBlockBytes<K>;
   pack_gemv_act<K, T>(g, nb, act);
+  const float* ad[T];
+#pragma GCC unroll 2
+  for (int t = 0; t < T; ++t) ad[t] = act.d(t);
   for (int64_t r0 = 0; r0 < g.nr; r0 += kGemvRows) {
     for (int k = 0; k < kGemvRows; ++k) {
       const uint8_t* row = g.w + size_t(std::min<int64_t>(r0 + k, g.nr - 1)) * g.w_stride;
@@ -432,13 +434,10 @@ void gemv(const GemmArgs& g) {
         }
       }
     }
+    // The pass's whole chains (each row is read once, whole): its 8 outputs per token.
     __m256 acc[T];
-    const float* ad[T];
 #pragma GCC unroll 2
-    for (int t = 0; t < T; ++t) {
-      acc[t] = _mm256_load_ps(accs[t] + r0);
-      ad[t] = act.d(t);
-    }
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
     for (int s = 0; s < nsub; ++s) {
       if (kGemvSub * (s + 1) <= nb) {
         gemv_chain<T, true>(sums, ad, s, nb, acc);
@@ -446,11 +445,10 @@ void gemv(const GemmArgs& g) {
         gemv_chain<T, false>(sums, ad, s, nb, acc);
       }
     }
+    const int valid = static_cast<int>(std::min<int64_t>(kGemvRows, g.nr - r0));
+    const __mmask8 mask = static_cast<__mmask8>((1u << valid) - 1u);
 #pragma GCC unroll 2
-    for (int t = 0; t < T; ++t) _mm256_store_ps(accs[t] + r0, acc[t]);
-  }
-  for (int t = 0; t < T; ++t) {
-    for (int64_t r = 0; r < g.nr; ++r) g.y[t * g.ldy + r] = accs[t][r];
+    for (int t = 0; t < T; ++t) _mm256_mask_storeu_ps(g.y + t * g.ldy + r0, mask, acc[t]);
   }
 }
 
