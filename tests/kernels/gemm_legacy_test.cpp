@@ -289,6 +289,9 @@ TEST(GemmLegacy, BatchInvariance) {
 
 // Arbitrary block bits (not only what the quantizers emit): every weight byte value, Q8_0's -128,
 // activations of ±127/-128 everywhere; finite fp16 / f32 scales and s = Σ qs as the format says.
+// Three activation sets: -128 in whole rows, -128 in one byte of the last row only (kernels that
+// must treat a -128 activation apart, e.g. the AVX2 sign trick, have to notice it there), and no
+// -128 at all (those kernels' fast path on raw bits).
 TEST(GemmLegacy, SimdMatchesRefOnRawBlocks) {
   const std::vector<IsaTable> isas = simd_tables();
   if (isas.empty()) GTEST_SKIP() << "no SIMD variant runs on this CPU";
@@ -312,31 +315,36 @@ TEST(GemmLegacy, SimdMatchesRefOnRawBlocks) {
         if (type == GgmlType::Q8_0 && r == 1) std::memset(blk + 2, 0x80, 32);  // all -128
       }
     }
-    Acts a;
-    a.nt = nt;
-    a.n = n;
-    a.stride = cpu::act_row_bytes(ActType::kQ8a32, n) + 8;
-    a.q.assign(size_t(nt) * a.stride + 8, 0);
-    for (int64_t t = 0; t < nt; ++t) {
-      for (int64_t b = 0; b < n / 32; ++b) {
-        BlockQ8a32 blk;
-        blk.d = t == 0 ? 1e20f : scale(rng);  // large, but no product overflows
-        blk.s = 0;
-        for (int i = 0; i < 32; ++i) {
-          blk.qs[i] = int8_t(t == 1 ? -128 : (t == 2 ? 127 : byte(rng) - 128));
-          blk.s += blk.qs[i];
+    for (const char* acts : {"min rows", "one min", "no min"}) {
+      const bool rows_min = acts[0] == 'm', one_min = acts[0] == 'o';
+      const int lo = rows_min ? -128 : -127;
+      Acts a;
+      a.nt = nt;
+      a.n = n;
+      a.stride = cpu::act_row_bytes(ActType::kQ8a32, n) + 8;
+      a.q.assign(size_t(nt) * a.stride + 8, 0);
+      for (int64_t t = 0; t < nt; ++t) {
+        for (int64_t b = 0; b < n / 32; ++b) {
+          BlockQ8a32 blk;
+          blk.d = t == 0 ? 1e20f : scale(rng);  // large, but no product overflows
+          blk.s = 0;
+          for (int i = 0; i < 32; ++i) {
+            blk.qs[i] = int8_t(t == 1 ? lo : (t == 2 ? 127 : std::max(lo, byte(rng) - 128)));
+            if (one_min && t == nt - 1 && b == n / 32 - 1 && i == 31) blk.qs[i] = -128;
+            blk.s += blk.qs[i];
+          }
+          std::memcpy(a.q.data() + size_t(t) * a.stride + size_t(b) * sizeof(BlockQ8a32), &blk, sizeof(blk));
         }
-        std::memcpy(a.q.data() + size_t(t) * a.stride + size_t(b) * sizeof(BlockQ8a32), &blk, sizeof(blk));
       }
-    }
-    Scratch scratch(n);
-    const GemmFn ref = ref_fn(type);
-    for (int64_t tile_nt : {int64_t(1), int64_t(2), nt}) {
-      const std::vector<float> want = run(ref, w, a, nr, tile_nt, nr, scratch);
-      for (const IsaTable& isa : isas) {
-        SCOPED_TRACE(std::string(type_name(type)) + " " + isa.name + " nt=" + std::to_string(tile_nt));
-        const std::vector<float> got = run(isa.table[size_t(type)].gemm, w, a, nr, tile_nt, nr, scratch);
-        EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)), 0);
+      Scratch scratch(n);
+      const GemmFn ref = ref_fn(type);
+      for (int64_t tile_nt : {int64_t(1), int64_t(2), int64_t(3), nt}) {
+        const std::vector<float> want = run(ref, w, a, nr, tile_nt, nr, scratch);
+        for (const IsaTable& isa : isas) {
+          SCOPED_TRACE(std::string(type_name(type)) + " " + isa.name + " " + acts + " nt=" + std::to_string(tile_nt));
+          const std::vector<float> got = run(isa.table[size_t(type)].gemm, w, a, nr, tile_nt, nr, scratch);
+          EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)), 0);
+        }
       }
     }
   }

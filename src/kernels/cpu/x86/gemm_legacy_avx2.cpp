@@ -1,17 +1,13 @@
 // AVX2 legacy-family matmul kernels (Q8_0, Q4_0, IQ4_NL × Q8a32) and the Q8a32 activation
 // quantizer. Bit-identical with ref/gemm_legacy_ref.cpp and quantize_act_ref (gemm_legacy_common.h).
 //
-// Integer sums: Q8_0 uses vpmaddwd on sign-extended int16 values, exact for every int8 pair
-// (vpmaddubsw with u = w + 128 would saturate, and the sign trick breaks on w = -128). The 4-bit
-// types use vpmaddubsw, which cannot saturate for them: Q4_0 as q (u8, <= 15) × a with the
+// GEMV integer sums: Q8_0 uses vpmaddwd on sign-extended int16 values, exact for every int8 pair
+// (vpmaddubsw with u = w + 128 would saturate, and the sign trick breaks on w = a = -128). The
+// 4-bit types use vpmaddubsw, which cannot saturate for them: Q4_0 as q (u8, <= 15) × a with the
 // correction -8·a.s; IQ4_NL as |a| × sign(v, a), |v| <= 127 (|-128| = 128 is exact as u8).
 //
-// GEMV (nt <= 2): each row read whole, details above gemv(). Otherwise tokens go in groups of up to kMaxTokens, packed
-// once into scratch (per block 320 bytes: per token 64 bytes — Q8_0 the qs as int16, 4-bit the qs then |qs| — then
-// kMaxTokens f32 d and kMaxTokens i32 -8·s). For each group of 8 weight rows and each block, a
-// row's weights are prepared in registers, each token gets 8 partial sums per row, and a vphaddd
-// tree turns the 8 rows' partials into one lane per row; the per-block scale multiply and fmaf
-// then run on the 8 rows at once.
+// GEMV (nt <= 2): each row read whole, details above gemv(). GEMM (nt > 2): each group of 8
+// weight rows unpacked once, row-interleaved, details above gemm_r8().
 // GCC 12 reports the `__Y = __Y` placeholders inside its own intrinsic headers as uninitialized
 // once they are inlined here (a known false positive); the pragmas must precede the include.
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -39,10 +35,6 @@ template <Kind K>
 inline constexpr size_t kBlockBytes = K == Kind::kQ8_0 ? lg::kQ8_0BlockBytes : lg::kQ4BlockBytes;
 
 inline constexpr int kGroupRows = 8;
-inline constexpr int kMaxTokens = 4;
-inline constexpr size_t kPackBlockBytes = 320;  // kMaxTokens × 64 bytes, kMaxTokens × (f32 d, i32 corr), pad
-inline constexpr size_t kPackD = kMaxTokens * 64;
-inline constexpr size_t kPackCorr = kPackD + kMaxTokens * 4;
 
 inline __m128i load128(const uint8_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
 inline __m256i load256(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
@@ -62,8 +54,8 @@ inline float load_f32(const uint8_t* p) {
   return v;
 }
 
-// One row's block prepared for row_partial. Q8_0: the values as int16 (x = elements 0..15,
-// y = 16..31). Q4_0: x = the 32 unsigned q in element order. IQ4_NL: x = the 32 signed values.
+// One row's block prepared for row_partial (unpack_r8 reuses the 4-bit forms). Q8_0: the values as int16 (x = elements
+// 0..15, y = 16..31). Q4_0: x = the 32 unsigned q in element order. IQ4_NL: x = the 32 signed values.
 template <Kind K>
 inline void prep_block(const uint8_t* blk, __m256i& x, __m256i& y) {
   if constexpr (K == Kind::kQ8_0) {
@@ -99,18 +91,6 @@ inline void pack_block(const uint8_t* ab, bool widen, int32_t offset, uint8_t* q
   std::memcpy(corr, &c, 4);
 }
 
-// Packs the activations of tokens t0..t0+nt-1 (nt <= kMaxTokens) into dst (nb × kPackBlockBytes):
-// per token 64 bytes (pack_block), then kMaxTokens f32 d and kMaxTokens i32 -offset·s.
-void pack_tokens(const GemmArgs& g, int64_t t0, int nt, bool widen, int32_t offset, uint8_t* dst) {
-  const int64_t nb = g.n / 32;
-  for (int64_t b = 0; b < nb; ++b, dst += kPackBlockBytes) {
-    for (int t = 0; t < nt; ++t) {
-      const uint8_t* ab = g.a + size_t(t0 + t) * g.a_stride + size_t(b) * lg::kActBlockBytes;
-      pack_block(ab, widen, offset, dst + 64 * t, dst + kPackD + 4 * t, dst + kPackCorr + 4 * t);
-    }
-  }
-}
-
 // 8 int32 partial sums of one row's block against one token's packed activations (pt). The
 // 4-bit forms use vpmaddubsw, which cannot saturate here: Q4_0 pairs are q·a with q <= 15
 // (|pair| <= 3840); IQ4_NL pairs are |a|·(±v) with |v| <= 127 (|pair| <= 32512).
@@ -127,83 +107,14 @@ inline __m256i row_partial(__m256i x, __m256i y, const uint8_t* pt) {
   }
 }
 
-// Rows r0..r0+7 (rows past nr repeat row nr - 1, not stored) × T packed tokens.
-template <Kind K, int T>
-void rows8(const GemmArgs& g, int64_t r0, const uint8_t* pack, float* y) {
-  constexpr size_t bs = kBlockBytes<K>;
-  const int64_t nb = g.n / 32;
-  const uint8_t* rows[kGroupRows];
-  for (int i = 0; i < kGroupRows; ++i) rows[i] = g.w + size_t(std::min<int64_t>(r0 + i, g.nr - 1)) * g.w_stride;
-  __m256 acc[T];
-#pragma GCC unroll 16
-  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b, pack += kPackBlockBytes) {
-    const size_t off = size_t(b) * bs;
-    // fp16 scales of the 8 rows -> f32 (word inserts: cheaper than a gather on Zen 4).
-    __m128i dh = _mm_cvtsi32_si128(load_u16(rows[0] + off));
-    dh = _mm_insert_epi16(dh, load_u16(rows[1] + off), 1);
-    dh = _mm_insert_epi16(dh, load_u16(rows[2] + off), 2);
-    dh = _mm_insert_epi16(dh, load_u16(rows[3] + off), 3);
-    dh = _mm_insert_epi16(dh, load_u16(rows[4] + off), 4);
-    dh = _mm_insert_epi16(dh, load_u16(rows[5] + off), 5);
-    dh = _mm_insert_epi16(dh, load_u16(rows[6] + off), 6);
-    dh = _mm_insert_epi16(dh, load_u16(rows[7] + off), 7);
-    const __m256 ws = _mm256_cvtph_ps(dh);
-    __m256i quad[2][T];
-#pragma GCC unroll 16
-    for (int half = 0; half < 2; ++half) {
-      __m256i pair[2][T];
-#pragma GCC unroll 16
-      for (int pr = 0; pr < 2; ++pr) {
-        const int i = 4 * half + 2 * pr;
-        __m256i a_lo, a_hi, b_lo, b_hi;
-        prep_block<K>(rows[i] + off, a_lo, a_hi);
-        prep_block<K>(rows[i + 1] + off, b_lo, b_hi);
-#pragma GCC unroll 16
-        for (int t = 0; t < T; ++t) {
-          pair[pr][t] =
-              _mm256_hadd_epi32(row_partial<K>(a_lo, a_hi, pack + 64 * t), row_partial<K>(b_lo, b_hi, pack + 64 * t));
-        }
-      }
-#pragma GCC unroll 16
-      for (int t = 0; t < T; ++t) quad[half][t] = _mm256_hadd_epi32(pair[0][t], pair[1][t]);
-    }
-#pragma GCC unroll 16
-    for (int t = 0; t < T; ++t) {
-      __m256i s = _mm256_add_epi32(_mm256_permute2x128_si256(quad[0][t], quad[1][t], 0x20),
-                                   _mm256_permute2x128_si256(quad[0][t], quad[1][t], 0x31));
-      if constexpr (K == Kind::kQ4_0) s = _mm256_add_epi32(s, _mm256_set1_epi32(load_i32(pack + kPackCorr + 4 * t)));
-      const __m256 sc = _mm256_mul_ps(ws, _mm256_set1_ps(load_f32(pack + kPackD + 4 * t)));
-      acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(s), acc[t]);
-    }
-  }
-  const int64_t valid = std::min<int64_t>(kGroupRows, g.nr - r0);
-  if (valid == kGroupRows) {
-#pragma GCC unroll 16
-    for (int t = 0; t < T; ++t) _mm256_storeu_ps(y + t * g.ldy, acc[t]);
-  } else {
-    const __m256i mask =
-        _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(valid)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-#pragma GCC unroll 16
-    for (int t = 0; t < T; ++t) _mm256_maskstore_ps(y + t * g.ldy, mask, acc[t]);
-  }
-}
-
-template <Kind K, int T>
-void token_group(const GemmArgs& g, const uint8_t* pack, int64_t t0) {
-  for (int64_t r0 = 0; r0 < g.nr; r0 += kGroupRows) rows8<K, T>(g, r0, pack, g.y + t0 * g.ldy + r0);
-}
-
 // ---- GEMV: nt <= kGemvMaxTokens, each row read whole ---------------------------------------------
 //
-// rows8 above reads its 8 rows interleaved block by block: from DRAM that pattern ran Q8_0 tg at
-// about half the rate of the AVX512 kernel, which reads the rows one after another. Here, as
-// there, each row is visited once, whole: per 8 blocks one hadd tree gives the row's 8 exact
-// block sums S_b (stored as floats, [row][block]) and the blocks' fp16 scales go to
-// [block][row] by scalar stores; after the pass's 8 rows an 8×8 transpose per 8 blocks turns the
-// sums into one vector per block (lane = row), and the canonical chain
-// acc = fmaf(fp16(w.d) * a.d, float(S_b), acc) runs in column order, the same operations as
-// rows8. Software prefetch 4 KiB ahead in stream order.
+// Reading 8 rows interleaved block by block ran Q8_0 tg from DRAM at about half the rate of the
+// AVX512 kernel, which reads the rows one after another. Here, as there, each row is visited once, whole: per 8 blocks
+// one hadd tree gives the row's 8 exact block sums S_b (stored as floats, [row][block]) and the blocks' fp16 scales go
+// to [block][row] by scalar stores; after the pass's 8 rows an 8×8 transpose per 8 blocks turns the sums into one
+// vector per block (lane = row), and the canonical chain acc = fmaf(fp16(w.d) * a.d, float(S_b), acc) runs in column
+// order, the same operations as gemm_r8. Software prefetch 4 KiB ahead in stream order.
 inline constexpr int64_t kGemvMaxTokens = 2;
 inline constexpr int64_t kGemvSub = 8;  // blocks per hadd tree
 
@@ -342,29 +253,155 @@ void gemv(const GemmArgs& g) {
   }
 }
 
+// ---- GEMM: nt > kGemvMaxTokens, weight rows interleaved by 8 -----------------------------------------
+//
+// Each group of 8 weight rows is unpacked once per call into scratch, row-interleaved: per block,
+// vector j holds columns 4j..4j+3 of the 8 rows (lane = row), then the rows' fp16 scales as f32.
+// A token's 4 activations of those columns, broadcast to every lane, then give per-lane products
+// whose sum over the block's 8 vectors is the exact block sum S_b of each row: no horizontal
+// reduction (the 8-rows-in-parallel kernel this replaced spent most of its time in vphaddd trees:
+// Q8_0 GEMM 51 -> 76 GMAC/s per thread, Q4_0 52 -> 100, in cache, Zen 5 with AVX2 forced).
+//   - Q4_0: vpmaddubsw(q as u8 <= 15, a); 8 vectors of pairs (|pair| <= 3840) sum in int16
+//     without overflow (<= 30720), one vpmaddwd widens them; S = Σ q·a - 8·a.s.
+//   - Q8_0 and IQ4_NL (signed weights): vpmaddubsw(|v|, sign(a, v)), exact while a != -128
+//     (|v| <= 128, |sign(a, v)| <= 127: |pair| <= 32512). The Q8a32 quantizer never emits -128
+//     for finite inputs with a normal scale (amax / d < 127.5 after the bf16 rounding of d), but
+//     arbitrary blocks may hold it: a call whose activations contain -128 goes token by token
+//     through the exact GEMV instead.
+// The unpacked group (9 bytes per column) stays in L1 while all the call's tokens pass over it,
+// 4 at a time, their activation blocks read in place (dword broadcasts of the qs).
+// Then acc = fmaf(fp16(w.d) * a.d, float(S_b), acc) per block in column order, as everywhere.
+inline constexpr size_t kR8Quants = 256;                 // 8 vectors of 8 rows × 4 columns
+inline constexpr size_t kR8BlockBytes = kR8Quants + 32;  // + 8 f32 scales
+inline constexpr int kR8Tokens = 4;
+
+// Rows r0..r0+7 (past nr: row nr - 1, never stored) into dst (nb × kR8BlockBytes).
+template <Kind K>
+void unpack_r8(const GemmArgs& g, int64_t r0, uint8_t* dst) {
+  constexpr size_t bs = kBlockBytes<K>;
+  const int64_t nb = g.n / 32;
+  const uint8_t* rows[kGroupRows];
+  for (int i = 0; i < kGroupRows; ++i) rows[i] = g.w + size_t(std::min<int64_t>(r0 + i, g.nr - 1)) * g.w_stride;
+  for (int64_t b = 0; b < nb; ++b, dst += kR8BlockBytes) {
+    const size_t off = size_t(b) * bs;
+    __m256 v[kGroupRows], o[kGroupRows];
+    alignas(16) uint16_t dh[kGroupRows];
+#pragma GCC unroll 8
+    for (int i = 0; i < kGroupRows; ++i) {
+      __m256i x, y;
+      prep_block<K>(rows[i] + off, x, y);
+      if constexpr (K == Kind::kQ8_0) x = load256(rows[i] + off + lg::kQsOffset);  // the int8 values as stored
+      v[i] = _mm256_castsi256_ps(x);
+      dh[i] = static_cast<uint16_t>(load_u16(rows[i] + off));
+    }
+    transpose8x8(v, o);
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) _mm256_store_ps(reinterpret_cast<float*>(dst + 32 * j), o[j]);
+    _mm256_store_ps(reinterpret_cast<float*>(dst + kR8Quants),
+                    _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dh))));
+  }
+}
+
+// One unpacked row group × T tokens (activation rows a[t], Q8a32) -> y[t * ldy + 0..valid-1].
+template <Kind K, int T>
+void r8_tokens(const uint8_t* wq, int64_t nb, const uint8_t* const a[T], float* y, int64_t ldy, int64_t valid) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[T];
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b, wq += kR8BlockBytes) {
+    const size_t ao = size_t(b) * lg::kActBlockBytes;
+    __m256i sum[T];
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) sum[t] = _mm256_setzero_si256();
+#pragma GCC unroll 1
+    for (int j = 0; j < 8; ++j) {
+      const __m256i w = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq + 32 * j));
+      if constexpr (K == Kind::kQ4_0) {
+#pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) {
+          const __m256i x = _mm256_set1_epi32(load_i32(a[t] + ao + lg::kActQs + 4 * j));
+          sum[t] = _mm256_add_epi16(sum[t], _mm256_maddubs_epi16(w, x));
+        }
+      } else {
+        const __m256i u = _mm256_abs_epi8(w);  // |-128| = 0x80 = 128 as u8
+#pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) {
+          const __m256i x = _mm256_set1_epi32(load_i32(a[t] + ao + lg::kActQs + 4 * j));
+          sum[t] = _mm256_add_epi32(sum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(x, w)), ones));
+        }
+      }
+    }
+    const __m256 ws = _mm256_load_ps(reinterpret_cast<const float*>(wq + kR8Quants));
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      __m256i s = sum[t];
+      if constexpr (K == Kind::kQ4_0)
+        s = _mm256_sub_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(8 * load_i32(a[t] + ao + lg::kActS)));
+      const __m256 sc = _mm256_mul_ps(ws, _mm256_set1_ps(load_f32(a[t] + ao + lg::kActD)));
+      acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(s), acc[t]);
+    }
+  }
+  if (valid == kGroupRows) {
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) _mm256_storeu_ps(y + t * ldy, acc[t]);
+  } else {
+    const __m256i mask =
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(valid)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) _mm256_maskstore_ps(y + t * ldy, mask, acc[t]);
+  }
+}
+
+// Whether any activation of the call is -128 (the sign trick's one inexact input).
+bool acts_hold_min(const GemmArgs& g) {
+  const int64_t nb = g.n / 32;
+  const __m256i m = _mm256_set1_epi8(-128);
+  for (int64_t t = 0; t < g.nt; ++t) {
+    const uint8_t* row = g.a + size_t(t) * g.a_stride + lg::kActQs;
+    __m256i any = _mm256_setzero_si256();
+    for (int64_t b = 0; b < nb; ++b)
+      any = _mm256_or_si256(any, _mm256_cmpeq_epi8(load256(row + size_t(b) * lg::kActBlockBytes), m));
+    if (!_mm256_testz_si256(any, any)) return true;
+  }
+  return false;
+}
+
+template <Kind K>
+void gemm_r8(const GemmArgs& g) {
+  const int64_t nb = g.n / 32;
+  uint8_t* const wq = g.scratch;
+  for (int64_t r0 = 0; r0 < g.nr; r0 += kGroupRows) {
+    unpack_r8<K>(g, r0, wq);
+    const int64_t valid = std::min<int64_t>(kGroupRows, g.nr - r0);
+    float* const y = g.y + r0;
+    int64_t t0 = 0;
+    const uint8_t* a[kR8Tokens];
+    for (; t0 + kR8Tokens <= g.nt; t0 += kR8Tokens) {
+      for (int t = 0; t < kR8Tokens; ++t) a[t] = g.a + size_t(t0 + t) * g.a_stride;
+      r8_tokens<K, kR8Tokens>(wq, nb, a, y + t0 * g.ldy, g.ldy, valid);
+    }
+    const int rest = static_cast<int>(g.nt - t0);
+    for (int t = 0; t < rest; ++t) a[t] = g.a + size_t(t0 + t) * g.a_stride;
+    if (rest == 1) r8_tokens<K, 1>(wq, nb, a, y + t0 * g.ldy, g.ldy, valid);
+    if (rest == 2) r8_tokens<K, 2>(wq, nb, a, y + t0 * g.ldy, g.ldy, valid);
+    if (rest == 3) r8_tokens<K, 3>(wq, nb, a, y + t0 * g.ldy, g.ldy, valid);
+  }
+}
+
 template <Kind K>
 void gemm_legacy(const GemmArgs& g) {
   if (g.nr <= 0 || g.nt <= 0) return;
   if (g.nt == 1) return gemv<K, 1>(g);
   if (g.nt <= kGemvMaxTokens) return gemv<K, 2>(g);
-  uint8_t* const pack = g.scratch;
-  for (int64_t t0 = 0; t0 < g.nt; t0 += kMaxTokens) {
-    const int nt = static_cast<int>(std::min<int64_t>(kMaxTokens, g.nt - t0));
-    pack_tokens(g, t0, nt, K == Kind::kQ8_0, K == Kind::kQ4_0 ? 8 : 0, pack);
-    switch (nt) {
-      case 1:
-        token_group<K, 1>(g, pack, t0);
-        break;
-      case 2:
-        token_group<K, 2>(g, pack, t0);
-        break;
-      case 3:
-        token_group<K, 3>(g, pack, t0);
-        break;
-      default:
-        token_group<K, 4>(g, pack, t0);
-        break;
-    }
+  if (K == Kind::kQ4_0 || !acts_hold_min(g)) return gemm_r8<K>(g);
+  // The rare call with a -128 activation: token by token through the exact GEMV.
+  for (int64_t t = 0; t < g.nt; ++t) {
+    GemmArgs one = g;
+    one.a = g.a + size_t(t) * g.a_stride;
+    one.nt = 1;
+    one.y = g.y + t * g.ldy;
+    gemv<K, 1>(one);
   }
 }
 
