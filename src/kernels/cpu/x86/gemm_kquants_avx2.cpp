@@ -9,7 +9,7 @@
 //     partial sums of the scaled products; the 4 rows' vectors are reduced together once per
 //     super-block.
 //   - GEMM: the tile is unpacked once into scratch (gemm_kquants_common.h, scales stored as
-//     int16 pairs), then a micro-kernel of 4 tokens × 16 rows sums vpmaddubsw results in int16
+//     int16 pairs), then a micro-kernel of 4 tokens × 16 rows (Q6_K: 8) sums vpmaddubsw results in int16
 //     over as many columns as stay exact (Q4_K: 32, |.| <= 16·15·128; Q6_K: 8, <= 4·63·128),
 //     and vpmaddwd with the scale pairs widens them to int32.
 #include <immintrin.h>
@@ -129,9 +129,9 @@ void tile_q4k(const GemmArgs& g, const uint8_t* tile, int64_t t0, int64_t grp0) 
     const uint8_t* blk[G];
     EM_KQ_UNROLL for (int j = 0; j < G; ++j) blk[j] = tile + size_t((grp0 + j) * nb + b) * kQ4kGroupBlockBytes;
     __m256i S[T][G] = {}, M[T][G] = {};
-    EM_KQ_UNROLL for (int sb = 0; sb < 8; ++sb) {
+    _Pragma("GCC unroll 1") for (int sb = 0; sb < 8; ++sb) {
       __m256i sub[T][G] = {};  // int16: 16 products of one row per slot, |.| <= 30720
-      EM_KQ_UNROLL for (int c = 0; c < 8; ++c) {
+      _Pragma("GCC unroll 2") for (int c = 0; c < 8; ++c) {
         __m256i wv[G];
         EM_KQ_UNROLL for (int j = 0; j < G; ++j) wv[j] = loadu(blk[j] + 32 * (8 * sb + c));
         EM_KQ_UNROLL for (int t = 0; t < T; ++t) {
@@ -180,7 +180,7 @@ void tile_q6k(const GemmArgs& g, const uint8_t* tile, int64_t t0, int64_t grp0) 
     const uint8_t* blk[G];
     EM_KQ_UNROLL for (int j = 0; j < G; ++j) blk[j] = tile + size_t((grp0 + j) * nb + b) * kQ6kGroupBlockBytes;
     __m256i S[T][G] = {};
-    EM_KQ_UNROLL for (int k = 0; k < 16; ++k) {
+    _Pragma("GCC unroll 1") for (int k = 0; k < 16; ++k) {
       EM_KQ_UNROLL for (int h = 0; h < 2; ++h) {  // 8 columns: int16 slots of 4 products, |.| <= 32256
         __m256i sub[T][G] = {};
         EM_KQ_UNROLL for (int c = 2 * h; c < 2 * h + 2; ++c) {
@@ -222,11 +222,14 @@ void tile_q6k(const GemmArgs& g, const uint8_t* tile, int64_t t0, int64_t grp0) 
   }
 }
 
+// Loop unrolling in the tile kernels is limited on purpose: fully unrolled, GCC reassociates the
+// int16 sums into trees over all of a sub-block's products and spills most of them (Q4_K 77,
+// Q6_K 64 GMAC/s per thread in cache, Zen 5; with these limits and shapes 122 and 106).
 // Micro-kernel shape (tokens × 8-row groups) and the GEMV/GEMM switch: tiles with at most
 // k*GemvMaxTokens tokens take the GEMV path, where unpacking the tile does not pay off yet
 // (measured on Zen 4; both paths give the same bits).
 constexpr int kQ4kTileTokens = 4, kQ4kTileGroups = 2;
-constexpr int kQ6kTileTokens = 4, kQ6kTileGroups = 2;
+constexpr int kQ6kTileTokens = 4, kQ6kTileGroups = 1;
 constexpr int64_t kQ4kGemvMaxTokens = 2, kQ6kGemvMaxTokens = 4;
 
 template <int T, int G>
