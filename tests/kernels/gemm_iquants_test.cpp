@@ -193,9 +193,16 @@ Acts make_acts(int64_t nt, int64_t n, size_t pad, std::mt19937& rng) {
   return a;
 }
 
-// Activation blocks no quantizer produces but the format allows: qs anywhere in [-128, 127]
-// (extreme: only -128 and 127), bsums consistent.
-Acts random_acts(int64_t nt, int64_t n, bool extreme, std::mt19937& rng) {
+// Activation blocks no quantizer produces but the format allows, bsums consistent. qs:
+//   kAny: anywhere in [-128, 127] (nearly every call holds a -128);
+//   kExtreme: only -128 and 127;
+//   kNoMin: in [-127, 127] (the AVX2 sign-trick GEMM's fast path on raw bits);
+//   kOneMin: as kNoMin, but the last byte of the last row is -128 (kernels that must treat a -128
+//   activation apart have to notice it there).
+enum class ActBits { kAny, kExtreme, kNoMin, kOneMin };
+
+Acts random_acts(int64_t nt, int64_t n, ActBits bits, std::mt19937& rng) {
+  const bool extreme = bits == ActBits::kExtreme;
   Acts a;
   a.nt = nt;
   a.n = n;
@@ -209,7 +216,9 @@ Acts random_acts(int64_t nt, int64_t n, bool extreme, std::mt19937& rng) {
     for (int gi = 0; gi < 16; ++gi) {
       int s = 0;
       for (int l = 0; l < 16; ++l) {
-        const int8_t q = extreme ? (rng() % 2 ? int8_t(-128) : int8_t(127)) : int8_t(rng());
+        int8_t q = extreme ? (rng() % 2 ? int8_t(-128) : int8_t(127)) : int8_t(rng());
+        if ((bits == ActBits::kNoMin || bits == ActBits::kOneMin) && q == -128) q = -127;
+        if (bits == ActBits::kOneMin && i == nt * n / 256 - 1 && gi == 15 && l == 15) q = -128;
         b.qs[16 * gi + l] = q;
         s += q;
       }
@@ -301,7 +310,7 @@ TEST(GemmIquantsRef, MatchesDequantizedDot) {
     for (int64_t n : {256, 1024, 2304, 256 * 40}) {
       for (int adversarial = 0; adversarial < 2; ++adversarial) {
         const Weights w = adversarial ? random_byte_weights(type, 7, n, false, rng) : make_weights(type, 9, n, 4, rng);
-        const Acts a = adversarial ? random_acts(4, n, false, rng) : make_acts(5, n, 8, rng);
+        const Acts a = adversarial ? random_acts(4, n, ActBits::kAny, rng) : make_acts(5, n, 8, rng);
         Out o = fresh_out(w.nr, a.nt, 3);
         Scratch scratch(n);
         run(ref_fn(type), w, 0, w.nr, a, 0, a.nt, o, scratch);
@@ -434,10 +443,11 @@ TEST(GemmIquantsSimd, AdversarialBlocksBitIdentical) {
     for (bool extreme : {false, true}) {
       const int64_t n = 512;
       const Weights w = random_byte_weights(type, 17, n, extreme, rng);
-      for (bool act_extreme : {false, true}) {
-        const Acts a = random_acts(9, n, act_extreme, rng);
+      for (ActBits bits : {ActBits::kAny, ActBits::kExtreme, ActBits::kNoMin, ActBits::kOneMin}) {
+        const Acts a = random_acts(9, n, bits, rng);
         Scratch scratch(n);
         for (int64_t nt : {1, 3, 9}) {
+          if (bits == ActBits::kOneMin && nt != 9) continue;  // the -128 sits in row 8
           Out ref = fresh_out(w.nr, nt, 1);
           run(ref_fn(type), w, 0, w.nr, a, 0, nt, ref, scratch);
           for (const Isa& isa : isas) {
@@ -446,7 +456,7 @@ TEST(GemmIquantsSimd, AdversarialBlocksBitIdentical) {
             expect_tile_written(o, w.nr, nt);
             expect_same(ref, o, w.nr, nt,
                         std::string(isa.name) + " " + shape(type, w.nr, nt, n) +
-                            (extreme ? " extreme-w" : " random-w") + (act_extreme ? " extreme-a" : " random-a"));
+                            (extreme ? " extreme-w" : " random-w") + " acts " + std::to_string(int(bits)));
           }
         }
       }

@@ -3,15 +3,15 @@
 // s = fp16(d) * a.d (IQ4_XS) or a.d (IQ4_KS), acc = fma(s, float(S), acc) per super-block in
 // column order, y = acc (IQ4_KS: d_row * acc).
 //
-// One path for every nt: tokens go in passes of up to 8, whose activations are permuted once
-// into g.scratch to match the lanes of the decoded weights (16-entry table lookups with vpshufb,
-// one 128-bit lane per sub-block). Passes of up to 4 tokens (memory bound) take 8 rows at a time,
-// each read in one contiguous run of up to 16 super-blocks so the weights stream in address
-// order, and reduce the 8 rows' vectors together before the canonical fma per super-block
-// (dot_rows); larger passes visit R rows block by block, R·T <= 8 sharing one reduction
-// (dot_rows_interleaved). (An unpacked GEMM path would not help on AVX2: without VNNI the
-// products cost the same multiply-unit operations either way.)
-// Products: vpmaddubsw(|a|, sign(v, a)) (|a| <= 128 unsigned, |v| <= 127: pair sums <= 32512, no
+// GEMV and small passes (nt < kR8MinTokens, or a call holding a -128 activation): tokens go in
+// passes of up to 8, whose activations are permuted once into g.scratch to match the lanes of the
+// decoded weights (16-entry table lookups with vpshufb, one 128-bit lane per sub-block). Passes
+// of up to 4 tokens (memory bound) take 8 rows at a time, each read in one contiguous run of up
+// to 16 super-blocks so the weights stream in address order, and reduce the 8 rows' vectors
+// together before the canonical fma per super-block (dot_rows); larger passes visit R rows block
+// by block, R·T <= 8 sharing one reduction (dot_rows_interleaved). GEMM (nt >= kR8MinTokens):
+// each group of 8 rows decoded once per call, row-interleaved (gemm_r8, details there).
+// Products of the passes: vpmaddubsw(|a|, sign(v, a)) (|a| <= 128 unsigned, |v| <= 127: pair sums <= 32512, no
 // int16 saturation, exact for a = -128 too), then vpmaddwd with the sub-block scale, which widens
 // to int32 and applies ls_j in one step.
 //
@@ -28,6 +28,7 @@
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/gemm_iquants_common.h"
 #include "kernels/cpu/prefetch_x86.h"
+#include "kernels/cpu/x86/transpose_avx2.h"
 #include "kernels/quant/iqk_tables.h"
 
 namespace expertmesh::cpu {
@@ -337,8 +338,192 @@ void pass(const GemmArgs& g, int64_t t0) {
   }
 }
 
+// ---- GEMM: nt >= kR8MinTokens, weight rows interleaved by 8 ----------------------------------------
+//
+// Each group of 8 weight rows is decoded once per call into scratch, row-interleaved: per
+// super-block, vector 8j + k holds the signed values of columns 32j + 4k .. 32j + 4k + 3 of the 8
+// rows (lane = row), then per sub-block j the rows' ls_j as an int16 pair per lane, then (IQ4_XS)
+// the rows' fp16 d as f32. A token's 4 activations of those columns, broadcast to every lane, give
+// per-lane products whose sum over the super-block is the exact S of each row: no table lookups
+// and no horizontal reductions per token (the passes above spend ~20% of their operations there).
+// Products: vpmaddubsw(|v|, sign(a, v)), exact while a != -128 (|v| <= 127, |sign(a, v)| <= 127:
+// |pair| <= 32258), then vpmaddwd with ls_j; |S| < 2^31 (64 vectors × 2 pairs × 32258 × 127).
+// The Q8K quantizer never emits -128 for finite inputs (q = round(x * 127 / amax), |q| <= 127),
+// but arbitrary blocks may hold it: such a call takes the passes above, which are exact for it.
+// The decoded group (9.1 bytes per column) stays in L1 while all the call's tokens pass over it,
+// kR8Tokens at a time, their activations read in place (dword broadcasts of the qs). Then
+// acc = fma(s, float(S), acc) per super-block in column order, as in the reference.
+constexpr int kR8Rows = 8;
+constexpr int kR8Tokens = 4;
+constexpr int kR8MinTokens = 6;              // below, the passes are as fast (Zen 5, in cache)
+constexpr size_t kR8Values = 64 * 32;        // 64 vectors of 8 rows × 4 columns
+constexpr size_t kR8Scales = kR8Values;      // 8 vectors of int16 pairs
+constexpr size_t kR8D = kR8Scales + 8 * 32;  // IQ4_XS: 8 f32
+constexpr size_t kR8BlockBytes = kR8D + 32;  // 2336 per super-block of 256 columns
+constexpr size_t kQ8KQs = offsetof(BlockQ8K, qs);
+
+// Rows r0..r0+7 (past nr: row nr - 1, never stored) into dst (nb × kR8BlockBytes); IQ4_KS: the
+// rows' scales to d_row.
+template <Iq4Kind K>
+void unpack_r8(const GemmArgs& g, int64_t r0, uint8_t* dst, float* d_row) {
+  const int64_t nb = g.n / kSuperBlock;
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  const __m256i bias = _mm256_set1_epi32(iquants::scale_bias(K));
+  const __m256i lo16 = _mm256_set1_epi32(0xffff);
+  const uint8_t* rows[kR8Rows];
+  for (int r = 0; r < kR8Rows; ++r) {
+    rows[r] = g.w + size_t(std::min<int64_t>(r0 + r, g.nr - 1)) * g.w_stride;
+    if constexpr (K == Iq4Kind::kKs) d_row[r] = iquants::load_f32(rows[r]);
+    rows[r] += iquants::row_meta_bytes(K);
+  }
+  for (int64_t b = 0; b < nb; ++b, dst += kR8BlockBytes) {
+    const size_t off = size_t(b) * kBlockBytes;
+    __m256 v[kR8Rows], o[kR8Rows];
+    // Scales: lane j of v[r] = ls_j of row r; transposed, lane r of o[j]; then doubled to int16 pairs.
+#pragma GCC unroll 8
+    for (int r = 0; r < kR8Rows; ++r) {
+      const __m256i sb = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(scale_bytes<K>(rows[r] + off))));
+      v[r] = _mm256_castsi256_ps(_mm256_sub_epi32(sb, bias));
+    }
+    transpose8x8(v, o);
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+      const __m256i x = _mm256_castps_si256(o[j]);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(dst + kR8Scales + 32 * j),
+                         _mm256_or_si256(_mm256_and_si256(x, lo16), _mm256_slli_epi32(x, 16)));
+    }
+    if constexpr (K == Iq4Kind::kXs) {
+      alignas(16) uint16_t dh[kR8Rows];
+      for (int r = 0; r < kR8Rows; ++r) dh[r] = iquants::load_u16(rows[r] + off);
+      _mm256_store_ps(reinterpret_cast<float*>(dst + kR8D),
+                      _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dh))));
+    }
+    // Values: register i of a row decodes sub-blocks 2i and 2i+1 (as in dot_rows); v[r] (w1[r])
+    // = row r's 32 values of sub-block 2i (2i+1) in column order, so after the transpose lane r of
+    // o[k] holds row r's columns 4k..4k+3 of that sub-block.
+#pragma GCC unroll 1
+    for (int i = 0; i < 4; ++i) {
+      __m256 w1[kR8Rows];
+#pragma GCC unroll 8
+      for (int r = 0; r < kR8Rows; ++r) {
+        const uint8_t* blk = rows[r] + off;
+        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQsOffset + 32 * i));
+        const __m256i tbl =
+            _mm256_load_si256(reinterpret_cast<const __m256i*>(kLaneTables.v[(shift_bits<K>(blk) >> (2 * i)) & 3]));
+        const __m256i v_lo = _mm256_shuffle_epi8(tbl, _mm256_and_si256(q, m4));
+        const __m256i v_hi = _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+        v[r] = _mm256_castsi256_ps(_mm256_permute2x128_si256(v_lo, v_hi, 0x20));
+        w1[r] = _mm256_castsi256_ps(_mm256_permute2x128_si256(v_lo, v_hi, 0x31));
+      }
+      transpose8x8(v, o);
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k) _mm256_store_ps(reinterpret_cast<float*>(dst + 32 * (8 * (2 * i) + k)), o[k]);
+      transpose8x8(w1, o);
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k) _mm256_store_ps(reinterpret_cast<float*>(dst + 32 * (8 * (2 * i + 1) + k)), o[k]);
+    }
+  }
+}
+
+// One decoded row group × T tokens (activation rows a[t], Q8K) -> y[t * ldy + 0..valid-1].
+template <Iq4Kind K, int T>
+void r8_tokens(const uint8_t* wq, int64_t nb, const uint8_t* const a[T], const float* d_row, float* y, int64_t ldy,
+               int64_t valid) {
+  __m256 acc[T];
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b, wq += kR8BlockBytes) {
+    const size_t ao = size_t(b) * sizeof(BlockQ8K);
+    __m256i sum[T];
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) sum[t] = _mm256_setzero_si256();
+#pragma GCC unroll 1
+    for (int j = 0; j < 8; ++j) {
+      const __m256i ls = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq + kR8Scales + 32 * j));
+#pragma GCC unroll 2
+      for (int k = 0; k < 8; ++k) {
+        const __m256i w = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq + 32 * (8 * j + k)));
+        const __m256i u = _mm256_abs_epi8(w);
+#pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) {
+          const __m256i x = _mm256_set1_epi32(int32_t(iquants::load_u32(a[t] + ao + kQ8KQs + 32 * j + 4 * k)));
+          sum[t] = _mm256_add_epi32(sum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(x, w)), ls));
+        }
+      }
+    }
+    __m256 wd = _mm256_setzero_ps();
+    if constexpr (K == Iq4Kind::kXs) wd = _mm256_load_ps(reinterpret_cast<const float*>(wq + kR8D));
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      __m256 s = _mm256_set1_ps(iquants::load_f32(a[t] + ao));  // a.d
+      if constexpr (K == Iq4Kind::kXs) s = _mm256_mul_ps(wd, s);
+      acc[t] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(sum[t]), acc[t]);
+    }
+  }
+  if constexpr (K == Iq4Kind::kKs) {
+    const __m256 dr = _mm256_load_ps(d_row);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_mul_ps(dr, acc[t]);
+  }
+  if (valid == kR8Rows) {
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) _mm256_storeu_ps(y + t * ldy, acc[t]);
+  } else {
+    const __m256i mask =
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(valid)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) _mm256_maskstore_ps(y + t * ldy, mask, acc[t]);
+  }
+}
+
+// Whether any activation of the call is -128 (the sign trick's one inexact input).
+bool acts_hold_min(const GemmArgs& g) {
+  const int64_t nb = g.n / kSuperBlock;
+  const __m256i m = _mm256_set1_epi8(-128);
+  for (int64_t t = 0; t < g.nt; ++t) {
+    const uint8_t* row = g.a + size_t(t) * g.a_stride + kQ8KQs;
+    __m256i any = _mm256_setzero_si256();
+    for (int64_t b = 0; b < nb; ++b) {
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) {
+        const __m256i x =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + size_t(b) * sizeof(BlockQ8K) + 32 * i));
+        any = _mm256_or_si256(any, _mm256_cmpeq_epi8(x, m));
+      }
+    }
+    if (!_mm256_testz_si256(any, any)) return true;
+  }
+  return false;
+}
+
+// Scratch: nb × kR8BlockBytes (9.1 n) bytes.
+template <Iq4Kind K>
+void gemm_r8(const GemmArgs& g) {
+  const int64_t nb = g.n / kSuperBlock;
+  uint8_t* const wq = g.scratch;
+  alignas(32) float d_row[kR8Rows] = {};
+  for (int64_t r0 = 0; r0 < g.nr; r0 += kR8Rows) {
+    unpack_r8<K>(g, r0, wq, d_row);
+    const int64_t valid = std::min<int64_t>(kR8Rows, g.nr - r0);
+    float* const y = g.y + r0;
+    int64_t t0 = 0;
+    const uint8_t* a[kR8Tokens];
+    for (; t0 + kR8Tokens <= g.nt; t0 += kR8Tokens) {
+      for (int t = 0; t < kR8Tokens; ++t) a[t] = g.a + size_t(t0 + t) * g.a_stride;
+      r8_tokens<K, kR8Tokens>(wq, nb, a, d_row, y + t0 * g.ldy, g.ldy, valid);
+    }
+    const int rest = static_cast<int>(g.nt - t0);
+    for (int t = 0; t < rest; ++t) a[t] = g.a + size_t(t0 + t) * g.a_stride;
+    if (rest == 1) r8_tokens<K, 1>(wq, nb, a, d_row, y + t0 * g.ldy, g.ldy, valid);
+    if (rest == 2) r8_tokens<K, 2>(wq, nb, a, d_row, y + t0 * g.ldy, g.ldy, valid);
+    if (rest == 3) r8_tokens<K, 3>(wq, nb, a, d_row, y + t0 * g.ldy, g.ldy, valid);
+  }
+}
+
 template <Iq4Kind K>
 void gemm_iq4(const GemmArgs& g) {
+  if (g.nr <= 0 || g.nt <= 0) return;
+  if (g.nt >= kR8MinTokens && !acts_hold_min(g)) return gemm_r8<K>(g);
   for (int64_t t0 = 0; t0 < g.nt; t0 += pass_tokens(g.nt, t0)) {
     switch (pass_tokens(g.nt, t0)) {
       case 1:

@@ -21,6 +21,7 @@
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/gemm_legacy_common.h"
 #include "kernels/cpu/prefetch_x86.h"
+#include "kernels/cpu/x86/transpose_avx2.h"
 #include "kernels/quant/legacy_blocks.h"
 
 namespace expertmesh::cpu {
@@ -157,29 +158,6 @@ void pack_gemv(const GemmArgs& g, int64_t nb, const GemvBufs<T>& bf) {
       pack_block(ab, K == Kind::kQ8_0, K == Kind::kQ4_0 ? 8 : 0, bf.qs(b, t), reinterpret_cast<uint8_t*>(bf.d(t) + b),
                  reinterpret_cast<uint8_t*>(bf.corr(t) + b));
     }
-  }
-}
-
-// 8×8 transpose: o[c] lane r = v[r] lane c.
-inline void transpose8x8(const __m256 v[8], __m256 o[8]) {
-  __m256 a[8], b[8];
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i) {
-    a[2 * i] = _mm256_unpacklo_ps(v[2 * i], v[2 * i + 1]);
-    a[2 * i + 1] = _mm256_unpackhi_ps(v[2 * i], v[2 * i + 1]);
-  }
-#pragma GCC unroll 2
-  for (int i = 0; i < 2; ++i) {
-    b[4 * i + 0] = _mm256_shuffle_ps(a[4 * i], a[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    b[4 * i + 1] = _mm256_shuffle_ps(a[4 * i], a[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    b[4 * i + 2] = _mm256_shuffle_ps(a[4 * i + 1], a[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    b[4 * i + 3] = _mm256_shuffle_ps(a[4 * i + 1], a[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-  }
-  // b[j] (rows 0..3) and b[4 + j] (rows 4..7): 128-bit lane L holds elements j + 4L.
-#pragma GCC unroll 4
-  for (int j = 0; j < 4; ++j) {
-    o[j] = _mm256_permute2f128_ps(b[j], b[4 + j], 0x20);
-    o[4 + j] = _mm256_permute2f128_ps(b[j], b[4 + j], 0x31);
   }
 }
 
