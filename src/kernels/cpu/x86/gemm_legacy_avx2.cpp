@@ -150,6 +150,8 @@ struct GemvBufs {
 
 // The activations of the call's T tokens in the layout row_partial reads; blocks past the row
 // repeat the last block (their sums are computed and never used).
+// Q4_0 reads blocks in pairs (gemv_sub): the 64 bytes at qs(b, t), b even, hold the activations
+// of columns 0..15 of blocks b and b+1, then of columns 16..31 of both (qs(b + 1, t) is unused).
 template <Kind K, int T>
 void pack_gemv(const GemmArgs& g, int64_t nb, const GemvBufs<T>& bf) {
   for (int64_t b = 0; b < bf.nbp; ++b) {
@@ -157,8 +159,21 @@ void pack_gemv(const GemmArgs& g, int64_t nb, const GemvBufs<T>& bf) {
       const uint8_t* ab = g.a + size_t(t) * g.a_stride + size_t(std::min(b, nb - 1)) * lg::kActBlockBytes;
       pack_block(ab, K == Kind::kQ8_0, K == Kind::kQ4_0 ? 8 : 0, bf.qs(b, t), reinterpret_cast<uint8_t*>(bf.d(t) + b),
                  reinterpret_cast<uint8_t*>(bf.corr(t) + b));
+      if (K == Kind::kQ4_0 && b % 2 == 1) {
+        auto* pair = reinterpret_cast<__m256i*>(bf.qs(b - 1, t));
+        const __m256i a0 = _mm256_load_si256(pair), a1 = _mm256_load_si256(reinterpret_cast<__m256i*>(bf.qs(b, t)));
+        _mm256_store_si256(pair, _mm256_permute2x128_si256(a0, a1, 0x20));
+        _mm256_store_si256(pair + 1, _mm256_permute2x128_si256(a0, a1, 0x31));
+      }
     }
   }
+}
+
+// Q4_0's 4 pair vectors of 8 blocks (p[j] low half: block 2j, high half: 2j+1) -> lane i = the
+// exact sum of block i.
+inline __m256i hsum4x2(const __m256i p[4]) {
+  const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+  return _mm256_permutevar8x32_epi32(h, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));  // h = blocks 0 2 4 6 1 3 5 7
 }
 
 // Row k's blocks b0..b0+7 (kFull: all inside the row; else past nb repeat the last): scales to
@@ -167,6 +182,31 @@ template <Kind K, int T, bool kFull>
 [[gnu::always_inline]] inline void gemv_sub(const uint8_t* row, int64_t b0, int64_t nb, int k, const GemvBufs<T>& bf,
                                             __m256i p[T][kGemvSub]) {
   constexpr size_t bs = kBlockBytes<K>;
+  if constexpr (K == Kind::kQ4_0) {
+    // Two blocks per vector (low nibbles of both, then high nibbles of both), so one vpmaddubsw
+    // pair, one int16 add (|.| <= 7680) and one vpmaddwd serve two blocks: p[t][i / 2] lane
+    // L holds partial sums of block b0 + i + L / 4 (reduced by hsum4x2).
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+#pragma GCC unroll 4
+    for (int i = 0; i < kGemvSub; i += 2) {
+      const int64_t b = kFull ? b0 + i : std::min(b0 + i, nb - 1);
+      const int64_t b1 = kFull ? b0 + i + 1 : std::min(b0 + i + 1, nb - 1);
+      bf.wd(b0 + i)[k] = static_cast<uint16_t>(load_u16(row + size_t(b) * bs));
+      bf.wd(b0 + i + 1)[k] = static_cast<uint16_t>(load_u16(row + size_t(b1) * bs));
+      const __m256i q = _mm256_inserti128_si256(_mm256_castsi128_si256(load128(row + size_t(b) * bs + lg::kQsOffset)),
+                                                load128(row + size_t(b1) * bs + lg::kQsOffset), 1);
+      const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+#pragma GCC unroll 2
+      for (int t = 0; t < T; ++t) {
+        const uint8_t* pa = bf.qs(b0 + i, t);
+        const __m256i s16 =
+            _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_load_si256(reinterpret_cast<const __m256i*>(pa))),
+                             _mm256_maddubs_epi16(hi, _mm256_load_si256(reinterpret_cast<const __m256i*>(pa + 32))));
+        p[t][i / 2] = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+      }
+    }
+    return;
+  }
 #pragma GCC unroll 8
   for (int i = 0; i < kGemvSub; ++i) {
     const int64_t b = kFull ? b0 + i : std::min(b0 + i, nb - 1);
@@ -199,7 +239,7 @@ void gemv(const GemmArgs& g) {
         }
 #pragma GCC unroll 2
         for (int t = 0; t < T; ++t) {
-          __m256i sum = lg::hsum8x8(p[t]);
+          __m256i sum = K == Kind::kQ4_0 ? hsum4x2(p[t]) : lg::hsum8x8(p[t]);
           if constexpr (K == Kind::kQ4_0)
             sum = _mm256_add_epi32(sum, _mm256_load_si256(reinterpret_cast<const __m256i*>(bf.corr(t) + b0)));
           _mm256_store_ps(bf.sf(t, k) + b0, _mm256_cvtepi32_ps(sum));
