@@ -16,6 +16,11 @@
 #                   each run's raw tables are kept there (ours-TYPE.md, peer-TYPE.md)
 #   TYPES           default "BF16 Q8_0 Q4_0 Q4_K IQ4_KS"
 #   P N T R         prompt tokens, generated tokens, threads, repetitions (default 512 128 2 2)
+#   ROUNDS          rounds per type (default 1): each round measures the bandwidth, then runs ours
+#                   and the peer one after the other; the table shows per column the median over
+#                   the rounds (ratios and bandwidth fractions taken per round, then the median)
+#                   and, with ROUNDS > 1, the lowest ratio in parentheses. These machines are
+#                   shared and noisy (a pair of runs alone can move 10-20%): use ROUNDS >= 3.
 set -euo pipefail
 extra=("$@")
 bin="${EXPERTMESH_BIN:-build/bin/expertmesh}"
@@ -30,7 +35,8 @@ if [[ -n "${IK_BIN:-}" ]]; then
 fi
 read -r -a peer_flags <<<"${IK_FLAGS:-}"
 read -r -a types <<<"${TYPES:-BF16 Q8_0 Q4_0 Q4_K IQ4_KS}"
-P="${P:-512}" N="${N:-128}" T="${T:-2}" R="${R:-2}"
+P="${P:-512}" N="${N:-128}" T="${T:-2}" R="${R:-2}" ROUNDS="${ROUNDS:-1}"
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "hot_path: ROUNDS=$ROUNDS is not a positive integer" >&2; exit 1; }
 dir="${BENCH_DIR:-/tmp/expertmesh-bench}"
 mkdir -p "$dir"
 
@@ -73,38 +79,72 @@ gbps_of() {
     END { if (!found) print "-" }' "$1"
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f\n", a / b }'; }
+# Median of the numeric arguments ("-" ignored; "-" when none). $1 = printf format.
+median() {
+  local fmt="$1"
+  shift
+  printf '%s\n' "$@" | awk -v fmt="$fmt" '$1 != "-" { v[n++] = $1 + 0 }
+    END {
+      if (!n) { print "-"; exit }
+      for (i = 1; i < n; ++i) for (j = i; j > 0 && v[j - 1] > v[j]; --j) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+      printf fmt "\n", n % 2 ? v[(n - 1) / 2] : (v[n / 2 - 1] + v[n / 2]) / 2
+    }'
+}
+minimum() { printf '%s\n' "$@" | awk '$1 != "-" { if (!n++ || $1 + 0 < m) m = $1 + 0 } END { if (n) printf "%.2f\n", m; else print "-" }'; }
+# "median" or, with ROUNDS > 1, "median (min)" of the ratios given.
+ratio_cell() {
+  local med
+  med=$(median "%.2f" "$@")
+  if ((ROUNDS > 1)) && [[ "$med" != "-" ]]; then echo "$med ($(minimum "$@"))"; else echo "$med"; fi
+}
 
-bw_line=$("$bin" bench --bandwidth -t "$T")
-bw=$(awk '/^bandwidth:/ { print $2 }' <<<"$bw_line")
-echo "hot_path: $bw_line" >&2
+measure_bw() {
+  local line
+  line=$("$bin" bench --bandwidth -t "$T")
+  echo "hot_path: $line" >&2
+  awk '/^bandwidth:/ { print $2 }' <<<"$line"
+}
 
 rows=()
+bws=()
 for ty in "${types[@]}"; do
   m=$(model_of "$ty")
-  ours="$dir/ours-$ty.md"
-  echo "hot_path: $ty: expertmesh bench ${extra[*]}" >&2
-  "$bin" bench -m "$m" -p "$P" -n "$N" -t "$T" -r "$R" "${extra[@]}" >"$ours" 2>"$ours.log" \
-    || { cat "$ours.log" >&2; exit 1; }
-  cat "$ours" >&2
-  o_pp=$(ts_of "$ours" "pp$P") o_tg=$(ts_of "$ours" "tg$N") o_gb=$(gbps_of "$ours" "tg$N")
-  p_pp=- p_tg=-
-  if [[ -n "$peer" ]]; then
-    theirs="$dir/peer-$ty.md"
-    echo "hot_path: $ty: llama-bench ${peer_flags[*]}" >&2
-    "$peer" -m "$m" -p "$P" -n "$N" -t "$T" -r "$R" "${peer_flags[@]}" >"$theirs" 2>"$theirs.log" \
-      || { cat "$theirs.log" >&2; exit 1; }
-    cat "$theirs" >&2
-    p_pp=$(ts_of "$theirs" "pp$P") p_tg=$(ts_of "$theirs" "tg$N")
-  fi
-  frac=$(awk -v g="$o_gb" -v b="$bw" 'BEGIN { if (g == "-" || b + 0 == 0) print "-"; else printf "%.1f%%\n", 100 * g / b }')
-  rows+=("$(printf '| %-8s | %11s | %11s | %5s | %11s | %11s | %5s | %9s | %6s |' "$ty" "$o_pp" "$p_pp" \
-    "$(ratio "$o_pp" "$p_pp")" "$o_tg" "$p_tg" "$(ratio "$o_tg" "$p_tg")" "$o_gb" "$frac")")
+  o_pps=() o_tgs=() o_gbs=() p_pps=() p_tgs=() r_pps=() r_tgs=() fracs=()
+  for ((round = 1; round <= ROUNDS; ++round)); do
+    bw=$(measure_bw)
+    bws+=("$bw")
+    ours="$dir/ours-$ty.md"
+    echo "hot_path: $ty (round $round/$ROUNDS): expertmesh bench ${extra[*]}" >&2
+    "$bin" bench -m "$m" -p "$P" -n "$N" -t "$T" -r "$R" "${extra[@]}" >"$ours" 2>"$ours.log" \
+      || { cat "$ours.log" >&2; exit 1; }
+    cat "$ours" >&2
+    o_pp=$(ts_of "$ours" "pp$P") o_tg=$(ts_of "$ours" "tg$N") o_gb=$(gbps_of "$ours" "tg$N")
+    p_pp=- p_tg=-
+    if [[ -n "$peer" ]]; then
+      theirs="$dir/peer-$ty.md"
+      echo "hot_path: $ty (round $round/$ROUNDS): llama-bench ${peer_flags[*]}" >&2
+      "$peer" -m "$m" -p "$P" -n "$N" -t "$T" -r "$R" "${peer_flags[@]}" >"$theirs" 2>"$theirs.log" \
+        || { cat "$theirs.log" >&2; exit 1; }
+      cat "$theirs" >&2
+      p_pp=$(ts_of "$theirs" "pp$P") p_tg=$(ts_of "$theirs" "tg$N")
+    fi
+    o_pps+=("$o_pp") o_tgs+=("$o_tg") o_gbs+=("$o_gb") p_pps+=("$p_pp") p_tgs+=("$p_tg")
+    r_pps+=("$(ratio "$o_pp" "$p_pp")") r_tgs+=("$(ratio "$o_tg" "$p_tg")")
+    fracs+=("$(awk -v g="$o_gb" -v b="$bw" 'BEGIN { if (g == "-" || b + 0 == 0) print "-"; else printf "%.1f\n", 100 * g / b }')")
+  done
+  frac=$(median "%.1f" "${fracs[@]}")
+  [[ "$frac" != "-" ]] && frac="$frac%"
+  rows+=("$(printf '| %-8s | %11s | %11s | %11s | %11s | %11s | %11s | %9s | %6s |' "$ty" \
+    "$(median "%.2f" "${o_pps[@]}")" "$(median "%.2f" "${p_pps[@]}")" "$(ratio_cell "${r_pps[@]}")" \
+    "$(median "%.2f" "${o_tgs[@]}")" "$(median "%.2f" "${p_tgs[@]}")" "$(ratio_cell "${r_tgs[@]}")" \
+    "$(median "%.2f" "${o_gbs[@]}")" "$frac")")
 done
+bw=$(median "%.2f" "${bws[@]}")
 
 echo
-echo "threads $T, repetitions $R, bandwidth $bw GB/s; extra flags: ${extra[*]:-none}; peer: ${peer:-none}"
+echo "threads $T, repetitions $R, rounds $ROUNDS, bandwidth $bw GB/s (median of ${#bws[@]}); extra flags: ${extra[*]:-none}; peer: ${peer:-none}"
 echo
-printf '| %-8s | %11s | %11s | %5s | %11s | %11s | %5s | %9s | %6s |\n' type "ours pp$P" "peer pp$P" ratio \
+printf '| %-8s | %11s | %11s | %11s | %11s | %11s | %11s | %9s | %6s |\n' type "ours pp$P" "peer pp$P" ratio \
   "ours tg$N" "peer tg$N" ratio "tg GB/s" "of bw"
-echo "|----------|------------:|------------:|------:|------------:|------------:|------:|----------:|-------:|"
+echo "|----------|------------:|------------:|------------:|------------:|------------:|------------:|----------:|-------:|"
 printf '%s\n' "${rows[@]}"
