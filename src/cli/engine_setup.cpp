@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "common/check.h"
+#include "worker/matmul.h"
 #include "worker/placement_plan.h"
 
 namespace expertmesh::cli {
@@ -50,6 +51,10 @@ Result<EngineSetup> setup_engine(const RankContext& ctx, std::unique_ptr<Model> 
                   double(ws->bytes()) / (1 << 20), secs);
   else
     ctx.log.debug("weights: computing from the file mapping (engine ready in {:.3f} s)", secs);
+  if (ctx.is_root()) {
+    if (const std::string slow = worker::generic_path_report(s.model->weights(), s.engine->kernels()); !slow.empty())
+      ctx.log.info("kernels: {}", slow);
+  }
   s.engine->set_cluster(s.cluster.get());
   return s;
 }

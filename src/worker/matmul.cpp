@@ -1,11 +1,13 @@
 #include "worker/matmul.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <map>
 
 #include "kernels/quant/fp16.h"
 #include "kernels/quant/quant.h"
@@ -159,6 +161,39 @@ MatmulKernel matmul_kernel(GgmlType t, const cpu::Kernels& k) {
   }
   mk.rounding = generic_rounding(t);
   return mk;
+}
+
+std::string generic_path_report(const ModelWeights& w, const cpu::Kernels& k) {
+  struct Slow {
+    int count = 0;
+    std::vector<std::string> names;
+  };
+  std::map<std::string, Slow> slow;  // by type name: a stable order for the message
+  int total = 0, n_slow = 0;
+  auto visit = [&](const Weight& t) {
+    if (!t.present()) return;
+    ++total;
+    if (matmul_kernel(t.type, k).fast.gemm) return;
+    ++n_slow;
+    Slow& s = slow[std::string(type_name(t.type))];
+    if (++s.count <= 2) s.names.push_back(t.name);
+  };
+  for (const LayerWeights& l : w.layers) {
+    for (const Weight* t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down, &l.ffn_gate_inp,
+                            &l.ffn_gate_exps, &l.ffn_up_exps, &l.ffn_down_exps})
+      visit(*t);
+  }
+  visit(w.output);
+  if (slow.empty()) return "";
+  std::string types;
+  for (const auto& [name, s] : slow) {
+    types += fmt::format("{}{} ×{} ({}{})", types.empty() ? "" : ", ", name, s.count, fmt::join(s.names, ", "),
+                         s.count > 2 ? ", ..." : "");
+  }
+  return fmt::format(
+      "{} of {} matmul tensors have no fast {} kernel and take the generic path (a tile dequantized to F32, then "
+      "F32 dot products; slower): {}",
+      n_slow, total, k.name, types);
 }
 
 bool activations_quantized(GgmlType t, const cpu::Kernels& k) {

@@ -18,6 +18,7 @@
 
 #include <array>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "common/status.h"
@@ -84,6 +85,13 @@ struct MatmulKernel {
   GenericRounding rounding = GenericRounding::kNone;
 };
 MatmulKernel matmul_kernel(GgmlType t, const cpu::Kernels& k);
+
+// The model's matmul weights (attention, FFN, router, experts, output) whose type has no fast
+// kernel under k, grouped by type: "" when every one has one; else one line for the load log
+// naming each such type, how many tensors hold it and the first two of them, so a user sees
+// why a mix is slow (those tensors take the generic path: a tile dequantized to F32, then F32
+// dot products).
+std::string generic_path_report(const ModelWeights& w, const cpu::Kernels& k);
 
 Status matmul(const Weight& w, int64_t row0, int64_t nrows, Activations& x, float* y, int64_t ldy, ThreadPool& pool,
               const cpu::Kernels& k, ColRange cols = {});

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
@@ -72,6 +73,48 @@ TEST(MatmulDispatch, EveryCoreTypeHasAFastKernelOnEveryIsa) {
     for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::IQ4_KS,
                        GgmlType::IQ4_XS, GgmlType::BF16, GgmlType::F16, GgmlType::F32})
       EXPECT_NE(worker::matmul_kernel(t, *k).fast.gemm, nullptr) << k->name << " " << type_name(t);
+}
+
+// The load-time report of tensors without a fast kernel: empty for a model of fast types; else
+// every slow type with its count and first names, and no fast tensor named. (The types picked
+// as slow here must stay without a fast kernel on every ISA: checked first.)
+TEST(MatmulDispatch, GenericPathReportNamesTheSlowTensors) {
+  static const uint8_t kByte = 0;  // present() needs a data pointer; the report never reads it
+  auto weight = [](const std::string& name, GgmlType t) {
+    Weight w;
+    w.name = name;
+    w.type = t;
+    w.data = &kByte;
+    return w;
+  };
+  for (const cpu::Kernels* k : isas()) {
+    ASSERT_EQ(worker::matmul_kernel(GgmlType::IQ3_K, *k).fast.gemm, nullptr) << k->name;
+    ASSERT_EQ(worker::matmul_kernel(GgmlType::Q5_0, *k).fast.gemm, nullptr) << k->name;
+    ModelWeights m;
+    m.token_embd = weight("token_embd.weight", GgmlType::Q5_0);  // a row lookup, not a matmul
+    m.output = weight("output.weight", GgmlType::Q8_0);
+    for (int i = 0; i < 3; ++i) {
+      LayerWeights l;
+      const std::string b = "blk." + std::to_string(i) + ".";
+      l.attn_norm = weight(b + "attn_norm.weight", GgmlType::F32);
+      l.wq = weight(b + "attn_q.weight", GgmlType::Q8_0);
+      l.wk = weight(b + "attn_k.weight", GgmlType::Q4_K);
+      l.ffn_gate_inp = weight(b + "ffn_gate_inp.weight", GgmlType::F32);
+      l.ffn_up_exps = weight(b + "ffn_up_exps.weight", GgmlType::IQ4_KS);
+      m.layers.push_back(l);
+    }
+    EXPECT_EQ(worker::generic_path_report(m, *k), "") << k->name;
+    m.layers[1].ffn_down_exps = weight("blk.1.ffn_down_exps.weight", GgmlType::IQ3_K);
+    for (int i = 0; i < 3; ++i)
+      m.layers[size_t(i)].wv = weight("blk." + std::to_string(i) + ".attn_v.weight", GgmlType::Q5_0);
+    const std::string r = worker::generic_path_report(m, *k);
+    EXPECT_NE(r.find("4 of 17 matmul tensors"), std::string::npos) << r;
+    EXPECT_NE(r.find("iq3_k ×1 (blk.1.ffn_down_exps.weight)"), std::string::npos) << r;
+    EXPECT_NE(r.find("q5_0 ×3 (blk.0.attn_v.weight, blk.1.attn_v.weight, ...)"), std::string::npos) << r;
+    EXPECT_EQ(r.find("blk.2.attn_v"), std::string::npos) << r;  // two names per type
+    EXPECT_EQ(r.find("token_embd"), std::string::npos) << r;
+    EXPECT_EQ(r.find("attn_q"), std::string::npos) << r;
+  }
 }
 
 TEST(MatmulDispatch, RowsDoNotDependOnBatchOrThreads) {
