@@ -28,7 +28,7 @@
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/gemm_iquants_common.h"
 #include "kernels/cpu/prefetch_x86.h"
-#include "kernels/cpu/x86/transpose_avx2.h"
+#include "kernels/cpu/x86/avx2_common.h"
 #include "kernels/quant/iqk_tables.h"
 
 namespace expertmesh::cpu {
@@ -66,6 +66,17 @@ constexpr LaneTables make_lane_tables() {
   return t;
 }
 constexpr LaneTables kLaneTables = make_lane_tables();
+
+// Register i (qs bytes 32i..32i+31: sub-blocks 2i, 2i+1) of super-block blk decoded to signed
+// values: v_lo = [weights 0..15 of 2i | of 2i+1], v_hi = [weights 16..31 of 2i | of 2i+1].
+// shifts: the block's shift_bits (IQ4_KS; 0 for IQ4_XS).
+[[gnu::always_inline]] inline void decode_register(const uint8_t* blk, uint32_t shifts, int i, __m256i m4,
+                                                   __m256i& v_lo, __m256i& v_hi) {
+  const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQsOffset + 32 * i));
+  const __m256i tbl = _mm256_load_si256(reinterpret_cast<const __m256i*>(kLaneTables.v[(shifts >> (2 * i)) & 3]));
+  v_lo = _mm256_shuffle_epi8(tbl, _mm256_and_si256(q, m4));
+  v_hi = _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+}
 
 // Shuffle controls: int16 lanes of LS vector i = byte 2i (lane 0) / 2i+1 (lane 1) of the scale
 // bytes, zero-extended.
@@ -189,11 +200,8 @@ void dot_rows(const GemmArgs& g, const uint8_t* act, size_t act_stride, const fl
           for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_si256();
 #pragma GCC unroll 4
           for (int i = 0; i < 4; ++i) {
-            const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQsOffset + 32 * i));
-            const __m256i tbl =
-                _mm256_load_si256(reinterpret_cast<const __m256i*>(kLaneTables.v[(shifts >> (2 * i)) & 3]));
-            const __m256i v_lo = _mm256_shuffle_epi8(tbl, _mm256_and_si256(q, m4));
-            const __m256i v_hi = _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+            __m256i v_lo, v_hi;
+            decode_register(blk, shifts, i, m4, v_lo, v_hi);
             const __m256i ls = _mm256_sub_epi16(
                 _mm256_shuffle_epi8(sb, _mm256_load_si256(reinterpret_cast<const __m256i*>(kScaleCtrl.v[i]))), bias);
 #pragma GCC unroll 8
@@ -272,11 +280,8 @@ void dot_rows_interleaved(const GemmArgs& g, const uint8_t* act, size_t act_stri
         for (int t = 0; t < T; ++t) acc[r * T + t] = _mm256_setzero_si256();
 #pragma GCC unroll 4
         for (int i = 0; i < 4; ++i) {
-          const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQsOffset + 32 * i));
-          const __m256i tbl =
-              _mm256_load_si256(reinterpret_cast<const __m256i*>(kLaneTables.v[(shifts >> (2 * i)) & 3]));
-          const __m256i v_lo = _mm256_shuffle_epi8(tbl, _mm256_and_si256(q, m4));
-          const __m256i v_hi = _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+          __m256i v_lo, v_hi;
+          decode_register(blk, shifts, i, m4, v_lo, v_hi);
           const __m256i ls = _mm256_sub_epi16(
               _mm256_shuffle_epi8(sb, _mm256_load_si256(reinterpret_cast<const __m256i*>(kScaleCtrl.v[i]))), bias);
 #pragma GCC unroll 8
@@ -407,11 +412,8 @@ void unpack_r8(const GemmArgs& g, int64_t r0, uint8_t* dst, float* d_row) {
 #pragma GCC unroll 8
       for (int r = 0; r < kR8Rows; ++r) {
         const uint8_t* blk = rows[r] + off;
-        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQsOffset + 32 * i));
-        const __m256i tbl =
-            _mm256_load_si256(reinterpret_cast<const __m256i*>(kLaneTables.v[(shift_bits<K>(blk) >> (2 * i)) & 3]));
-        const __m256i v_lo = _mm256_shuffle_epi8(tbl, _mm256_and_si256(q, m4));
-        const __m256i v_hi = _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+        __m256i v_lo, v_hi;
+        decode_register(blk, shift_bits<K>(blk), i, m4, v_lo, v_hi);
         v[r] = _mm256_castsi256_ps(_mm256_permute2x128_si256(v_lo, v_hi, 0x20));
         w1[r] = _mm256_castsi256_ps(_mm256_permute2x128_si256(v_lo, v_hi, 0x31));
       }
@@ -465,35 +467,7 @@ void r8_tokens(const uint8_t* wq, int64_t nb, const uint8_t* const a[T], const f
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) acc[t] = _mm256_mul_ps(dr, acc[t]);
   }
-  if (valid == kR8Rows) {
-#pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) _mm256_storeu_ps(y + t * ldy, acc[t]);
-  } else {
-    const __m256i mask =
-        _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(valid)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-#pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) _mm256_maskstore_ps(y + t * ldy, mask, acc[t]);
-  }
-}
-
-// Whether any activation of the call is -128 (the sign trick's one inexact input).
-bool acts_hold_min(const GemmArgs& g) {
-  const int64_t nb = g.n / kSuperBlock;
-  const __m256i m = _mm256_set1_epi8(-128);
-  for (int64_t t = 0; t < g.nt; ++t) {
-    const uint8_t* row = g.a + size_t(t) * g.a_stride + kQ8KQs;
-    __m256i any = _mm256_setzero_si256();
-    for (int64_t b = 0; b < nb; ++b) {
-#pragma GCC unroll 8
-      for (int i = 0; i < 8; ++i) {
-        const __m256i x =
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + size_t(b) * sizeof(BlockQ8K) + 32 * i));
-        any = _mm256_or_si256(any, _mm256_cmpeq_epi8(x, m));
-      }
-    }
-    if (!_mm256_testz_si256(any, any)) return true;
-  }
-  return false;
+  store_rows8<T>(acc, y, ldy, valid);
 }
 
 // Scratch: nb × kR8BlockBytes (9.1 n) bytes.
@@ -523,7 +497,8 @@ void gemm_r8(const GemmArgs& g) {
 template <Iq4Kind K>
 void gemm_iq4(const GemmArgs& g) {
   if (g.nr <= 0 || g.nt <= 0) return;
-  if (g.nt >= kR8MinTokens && !acts_hold_min(g)) return gemm_r8<K>(g);
+  if (g.nt >= kR8MinTokens && !acts_hold_min(g.a, g.a_stride, g.nt, g.n / kSuperBlock, sizeof(BlockQ8K), kQ8KQs, 256))
+    return gemm_r8<K>(g);
   for (int64_t t0 = 0; t0 < g.nt; t0 += pass_tokens(g.nt, t0)) {
     switch (pass_tokens(g.nt, t0)) {
       case 1:

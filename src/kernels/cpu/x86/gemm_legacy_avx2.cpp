@@ -21,7 +21,7 @@
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/gemm_legacy_common.h"
 #include "kernels/cpu/prefetch_x86.h"
-#include "kernels/cpu/x86/transpose_avx2.h"
+#include "kernels/cpu/x86/avx2_common.h"
 #include "kernels/quant/legacy_blocks.h"
 
 namespace expertmesh::cpu {
@@ -360,29 +360,7 @@ void r8_tokens(const uint8_t* wq, int64_t nb, const uint8_t* const a[T], float* 
       acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(s), acc[t]);
     }
   }
-  if (valid == kGroupRows) {
-#pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) _mm256_storeu_ps(y + t * ldy, acc[t]);
-  } else {
-    const __m256i mask =
-        _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(valid)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-#pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) _mm256_maskstore_ps(y + t * ldy, mask, acc[t]);
-  }
-}
-
-// Whether any activation of the call is -128 (the sign trick's one inexact input).
-bool acts_hold_min(const GemmArgs& g) {
-  const int64_t nb = g.n / 32;
-  const __m256i m = _mm256_set1_epi8(-128);
-  for (int64_t t = 0; t < g.nt; ++t) {
-    const uint8_t* row = g.a + size_t(t) * g.a_stride + lg::kActQs;
-    __m256i any = _mm256_setzero_si256();
-    for (int64_t b = 0; b < nb; ++b)
-      any = _mm256_or_si256(any, _mm256_cmpeq_epi8(load256(row + size_t(b) * lg::kActBlockBytes), m));
-    if (!_mm256_testz_si256(any, any)) return true;
-  }
-  return false;
+  store_rows8<T>(acc, y, ldy, valid);
 }
 
 template <Kind K>
@@ -412,7 +390,8 @@ void gemm_legacy(const GemmArgs& g) {
   if (g.nr <= 0 || g.nt <= 0) return;
   if (g.nt == 1) return gemv<K, 1>(g);
   if (g.nt <= kGemvMaxTokens) return gemv<K, 2>(g);
-  if (K == Kind::kQ4_0 || !acts_hold_min(g)) return gemm_r8<K>(g);
+  if (K == Kind::kQ4_0 || !acts_hold_min(g.a, g.a_stride, g.nt, g.n / 32, lg::kActBlockBytes, lg::kActQs, 32))
+    return gemm_r8<K>(g);
   // The rare call with a -128 activation: token by token through the exact GEMV.
   for (int64_t t = 0; t < g.nt; ++t) {
     GemmArgs one = g;
