@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 namespace expertmesh::cpu {
 namespace {
@@ -45,6 +46,17 @@ template <int T>
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) _mm256_maskstore_ps(y + t * ldy, mask, acc[t]);
   }
+}
+
+// The token passes of the row-interleaved GEMMs: pass(t0, std::integral_constant<int, T>{}) for
+// tokens [t0, t0 + T) of [0, nt), T = 4 while 4 remain, then one pass of the 1..3 left.
+template <class Pass>
+[[gnu::always_inline]] inline void token_passes4(int64_t nt, Pass&& pass) {
+  int64_t t0 = 0;
+  for (; t0 + 4 <= nt; t0 += 4) pass(t0, std::integral_constant<int, 4>{});
+  if (nt - t0 == 1) pass(t0, std::integral_constant<int, 1>{});
+  if (nt - t0 == 2) pass(t0, std::integral_constant<int, 2>{});
+  if (nt - t0 == 3) pass(t0, std::integral_constant<int, 3>{});
 }
 
 // Whether any of nt activation rows (a, stride bytes apart; nb blocks of block_bytes each) holds

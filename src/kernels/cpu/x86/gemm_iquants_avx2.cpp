@@ -11,9 +11,9 @@
 // together before the canonical fma per super-block (dot_rows); larger passes visit R rows block
 // by block, R·T <= 8 sharing one reduction (dot_rows_interleaved). GEMM (nt >= kR8MinTokens):
 // each group of 8 rows decoded once per call, row-interleaved (gemm_r8, details there).
-// Products of the passes: vpmaddubsw(|a|, sign(v, a)) (|a| <= 128 unsigned, |v| <= 127: pair sums <= 32512, no
-// int16 saturation, exact for a = -128 too), then vpmaddwd with the sub-block scale, which widens
-// to int32 and applies ls_j in one step.
+// Products of the passes: vpmaddubsw(|a|, sign(v, a)) (|a| <= 128 unsigned, |v| <= 127: pair
+// sums <= 32512, no int16 saturation, exact for a = -128 too), then vpmaddwd with the sub-block
+// scale, which widens to int32 and applies ls_j in one step.
 //
 // GCC 12 reports the `__Y = __Y` placeholders inside its own intrinsic headers as uninitialized
 // once they are inlined here (GCC PR 105593, a false positive); the pragmas must precede the include.
@@ -356,10 +356,9 @@ void pass(const GemmArgs& g, int64_t t0) {
 // The Q8K quantizer never emits -128 for finite inputs (q = round(x * 127 / amax), |q| <= 127),
 // but arbitrary blocks may hold it: such a call takes the passes above, which are exact for it.
 // The decoded group (9.1 bytes per column) stays in L1 while all the call's tokens pass over it,
-// kR8Tokens at a time, their activations read in place (dword broadcasts of the qs). Then
+// 4 at a time, their activations read in place (dword broadcasts of the qs). Then
 // acc = fma(s, float(S), acc) per super-block in column order, as in the reference.
-constexpr int kR8Rows = 8;
-constexpr int kR8Tokens = 4;
+constexpr int kR8Rows = 8;                   // tokens go 4 at a time (token_passes4)
 constexpr int kR8MinTokens = 6;              // below, the passes are as fast (Zen 5, in cache)
 constexpr size_t kR8Values = 64 * 32;        // 64 vectors of 8 rows × 4 columns
 constexpr size_t kR8Scales = kR8Values;      // 8 vectors of int16 pairs
@@ -406,14 +405,15 @@ void unpack_r8(const GemmArgs& g, int64_t r0, uint8_t* dst, float* d_row) {
     // Values: register i of a row decodes sub-blocks 2i and 2i+1 (as in dot_rows); v[r] (w1[r])
     // = row r's 32 values of sub-block 2i (2i+1) in column order, so after the transpose lane r of
     // o[k] holds row r's columns 4k..4k+3 of that sub-block.
+    uint32_t shifts[kR8Rows];
+    for (int r = 0; r < kR8Rows; ++r) shifts[r] = shift_bits<K>(rows[r] + off);
 #pragma GCC unroll 1
     for (int i = 0; i < 4; ++i) {
       __m256 w1[kR8Rows];
 #pragma GCC unroll 8
       for (int r = 0; r < kR8Rows; ++r) {
-        const uint8_t* blk = rows[r] + off;
         __m256i v_lo, v_hi;
-        decode_register(blk, shift_bits<K>(blk), i, m4, v_lo, v_hi);
+        decode_register(rows[r] + off, shifts[r], i, m4, v_lo, v_hi);
         v[r] = _mm256_castsi256_ps(_mm256_permute2x128_si256(v_lo, v_hi, 0x20));
         w1[r] = _mm256_castsi256_ps(_mm256_permute2x128_si256(v_lo, v_hi, 0x31));
       }
@@ -479,18 +479,12 @@ void gemm_r8(const GemmArgs& g) {
   for (int64_t r0 = 0; r0 < g.nr; r0 += kR8Rows) {
     unpack_r8<K>(g, r0, wq, d_row);
     const int64_t valid = std::min<int64_t>(kR8Rows, g.nr - r0);
-    float* const y = g.y + r0;
-    int64_t t0 = 0;
-    const uint8_t* a[kR8Tokens];
-    for (; t0 + kR8Tokens <= g.nt; t0 += kR8Tokens) {
-      for (int t = 0; t < kR8Tokens; ++t) a[t] = g.a + size_t(t0 + t) * g.a_stride;
-      r8_tokens<K, kR8Tokens>(wq, nb, a, d_row, y + t0 * g.ldy, g.ldy, valid);
-    }
-    const int rest = static_cast<int>(g.nt - t0);
-    for (int t = 0; t < rest; ++t) a[t] = g.a + size_t(t0 + t) * g.a_stride;
-    if (rest == 1) r8_tokens<K, 1>(wq, nb, a, d_row, y + t0 * g.ldy, g.ldy, valid);
-    if (rest == 2) r8_tokens<K, 2>(wq, nb, a, d_row, y + t0 * g.ldy, g.ldy, valid);
-    if (rest == 3) r8_tokens<K, 3>(wq, nb, a, d_row, y + t0 * g.ldy, g.ldy, valid);
+    token_passes4(g.nt, [&](int64_t t0, auto tokens) {
+      constexpr int T = decltype(tokens)::value;
+      const uint8_t* a[T];
+      for (int t = 0; t < T; ++t) a[t] = g.a + size_t(t0 + t) * g.a_stride;
+      r8_tokens<K, T>(wq, nb, a, d_row, g.y + t0 * g.ldy + r0, g.ldy, valid);
+    });
   }
 }
 

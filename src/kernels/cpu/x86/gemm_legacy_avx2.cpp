@@ -287,11 +287,10 @@ void gemv(const GemmArgs& g) {
 //     arbitrary blocks may hold it: a call whose activations contain -128 goes token by token
 //     through the exact GEMV instead.
 // The unpacked group (9 bytes per column) stays in L1 while all the call's tokens pass over it,
-// 4 at a time, their activation blocks read in place (dword broadcasts of the qs).
+// 4 at a time (token_passes4), their activation blocks read in place (dword broadcasts of the qs).
 // Then acc = fmaf(fp16(w.d) * a.d, float(S_b), acc) per block in column order, as everywhere.
 inline constexpr size_t kR8Quants = 256;                 // 8 vectors of 8 rows × 4 columns
 inline constexpr size_t kR8BlockBytes = kR8Quants + 32;  // + 8 f32 scales
-inline constexpr int kR8Tokens = 4;
 
 // Rows r0..r0+7 (past nr: row nr - 1, never stored) into dst (nb × kR8BlockBytes).
 template <Kind K>
@@ -370,18 +369,12 @@ void gemm_r8(const GemmArgs& g) {
   for (int64_t r0 = 0; r0 < g.nr; r0 += kGroupRows) {
     unpack_r8<K>(g, r0, wq);
     const int64_t valid = std::min<int64_t>(kGroupRows, g.nr - r0);
-    float* const y = g.y + r0;
-    int64_t t0 = 0;
-    const uint8_t* a[kR8Tokens];
-    for (; t0 + kR8Tokens <= g.nt; t0 += kR8Tokens) {
-      for (int t = 0; t < kR8Tokens; ++t) a[t] = g.a + size_t(t0 + t) * g.a_stride;
-      r8_tokens<K, kR8Tokens>(wq, nb, a, y + t0 * g.ldy, g.ldy, valid);
-    }
-    const int rest = static_cast<int>(g.nt - t0);
-    for (int t = 0; t < rest; ++t) a[t] = g.a + size_t(t0 + t) * g.a_stride;
-    if (rest == 1) r8_tokens<K, 1>(wq, nb, a, y + t0 * g.ldy, g.ldy, valid);
-    if (rest == 2) r8_tokens<K, 2>(wq, nb, a, y + t0 * g.ldy, g.ldy, valid);
-    if (rest == 3) r8_tokens<K, 3>(wq, nb, a, y + t0 * g.ldy, g.ldy, valid);
+    token_passes4(g.nt, [&](int64_t t0, auto tokens) {
+      constexpr int T = decltype(tokens)::value;
+      const uint8_t* a[T];
+      for (int t = 0; t < T; ++t) a[t] = g.a + size_t(t0 + t) * g.a_stride;
+      r8_tokens<K, T>(wq, nb, a, g.y + t0 * g.ldy + r0, g.ldy, valid);
+    });
   }
 }
 
